@@ -1,0 +1,35 @@
+# keras-admm: `make demo` runs the end-to-end LeNet-5 pipeline, `make test` the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench wheel clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,examples,tfmot]"
+	touch $(STAMP)
+
+demo: venv
+	$(PY) examples/lenet5_mnist.py
+
+lint: venv
+	$(PY) -m ruff check keras_admm tools examples tests
+	$(PY) -m ruff format --check keras_admm tools examples tests
+
+test: lint
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) tools/bench_overhead.py
+
+wheel: venv
+	$(PY) -m pip install --quiet build
+	$(PY) -m build --no-isolation --sdist --wheel --outdir dist .
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,359 @@
+"""PruningPlan: which layer gets which sparsity.
+
+A plan is an ordered list of rules. A rule matches layers by exact name, by a
+glob ("conv*"), or by class (`keras.layers.Conv2D`, or its name "Conv2D", which
+also matches subclasses); its sparsity is a `keras_admm.sparsity.Sparsity`, its
+text form, or None to exclude the layer. The first matching rule decides.
+
+`plan.resolve(model)` checks the rules against a model and returns a resolved
+plan: the same rules plus one `LayerTarget` per pruned layer (kernel variable
+path, shape and layout). ADMMWrapper, ADMMRegularizer and hard_prune work on
+resolved plans; `PruningPlan.uniform(model, ...)` returns one directly.
+
+Example:
+
+>>> import keras
+>>> from keras_admm import PruningPlan
+>>> model = keras.Sequential([keras.Input((28, 28, 1)),
+...     keras.layers.Conv2D(8, 3, name="conv1"),
+...     keras.layers.Conv2D(16, 3, name="conv2"),
+...     keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
+>>> plan = PruningPlan({"conv2": "filter_shape:0.5:0.5", "fc": None}).resolve(model)
+>>> [t.layer_name for t in plan.targets]
+['conv2']
+>>> PruningPlan.uniform(model, "filter:0.5").layer_names
+['conv2']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import os
+
+import keras
+
+from keras_admm import layers_registry
+from keras_admm import sparsity as sparsity_lib
+
+__all__ = ["PruningPlan", "LayerTarget", "prunable_layers"]
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTarget:
+    """One pruned layer of a resolved plan.
+
+    Attributes:
+        layer_name: the layer's name in the model.
+        layer_class: the layer's class name.
+        weight_path: `variable.path` of the pruned kernel (the optimizer key).
+        kernel_shape: the kernel's shape.
+        layout: the kernel's filter and input-channel axes.
+        sparsity: the Sparsity to enforce.
+    """
+
+    layer_name: str
+    layer_class: str
+    weight_path: str
+    kernel_shape: tuple[int, ...]
+    layout: sparsity_lib.KernelLayout
+    sparsity: sparsity_lib.Sparsity
+
+    def to_dict(self) -> dict:
+        return {
+            "layer_name": self.layer_name,
+            "layer_class": self.layer_class,
+            "weight_path": self.weight_path,
+            "kernel_shape": list(self.kernel_shape),
+            "layout": self.layout.to_dict(),
+            "sparsity": str(self.sparsity),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LayerTarget:
+        return cls(
+            layer_name=data["layer_name"],
+            layer_class=data["layer_class"],
+            weight_path=data["weight_path"],
+            kernel_shape=tuple(data["kernel_shape"]),
+            layout=sparsity_lib.KernelLayout.from_dict(data["layout"]),
+            sparsity=sparsity_lib.parse(data["sparsity"]),
+        )
+
+
+def prunable_layers(model) -> list:
+    """Every layer of `model` (nested models included) with a prunable kernel."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in layers if layers_registry.kernel_spec(layer)]
+
+
+class _ClassName(str):
+    """A class rule's key when only the class name is known (read from JSON)."""
+
+
+def _rule_key(key) -> tuple[str, str]:
+    """('class' | 'name' | 'glob', text) for a rule key."""
+    if isinstance(key, _ClassName):
+        return ("class", str(key))
+    if isinstance(key, type):
+        if not issubclass(key, keras.Layer):
+            raise TypeError(f"A plan rule's class must be a keras.Layer, got {key!r}.")
+        return ("class", key.__name__)
+    if not isinstance(key, str) or not key:
+        raise TypeError(
+            f"A plan rule key must be a layer name, a glob or a layer class, got "
+            f"{key!r}."
+        )
+    return ("glob" if _GLOB_CHARS & set(key) else "name", key)
+
+
+def _optional_sparsity(value):
+    return None if value is None else sparsity_lib.parse(value)
+
+
+class PruningPlan:
+    """Rules from layer names, globs or classes to sparsity types.
+
+    Args:
+        rules: a mapping {key: sparsity} or a list of (key, sparsity) pairs. A
+            key is a layer name, a glob such as "conv*", or a layer class. A
+            sparsity is a Sparsity, its text form ("filter:0.5"), or None to
+            exclude matching layers. The first matching rule decides.
+        targets: resolved per-layer targets (set by `resolve`; leave as None).
+    """
+
+    def __init__(self, rules=None, targets=None):
+        pairs = rules.items() if isinstance(rules, dict) else (rules or [])
+        self.rules = []
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(
+                    f"A plan rule must be a (key, sparsity) pair, got {pair!r}."
+                )
+            key, value = pair
+            self.rules.append((*_rule_key(key), _optional_sparsity(value)))
+        self.targets = None if targets is None else list(targets)
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def uniform(
+        cls, model, sparsity, skip_first=True, skip_last=True, layer_types=None
+    ):
+        """One sparsity for every prunable layer, resolved against `model`.
+
+        Args:
+            model: a built Keras model.
+            sparsity: a Sparsity or its text form.
+            skip_first: leave the first prunable layer dense (it is cheap and
+                sensitive).
+            skip_last: leave the last prunable layer (the classifier) dense.
+            layer_types: optional tuple of layer classes to restrict to.
+
+        Returns:
+            A resolved PruningPlan with one exact-name rule per pruned layer.
+        """
+        spec = sparsity_lib.parse(sparsity)
+        layers = prunable_layers(model)
+        if layer_types is not None:
+            layers = [
+                layer for layer in layers if isinstance(layer, tuple(layer_types))
+            ]
+        chosen = layers[1 if skip_first else 0 : len(layers) - 1 if skip_last else None]
+        if not chosen:
+            raise ValueError(
+                f"PruningPlan.uniform found no layer to prune in model '{model.name}' "
+                f"({len(layers)} prunable layer(s) before skipping the first/last). "
+                "Pass skip_first=False / skip_last=False, or write explicit rules."
+            )
+        return cls([(layer.name, spec) for layer in chosen]).resolve(model)
+
+    def add(self, key, sparsity) -> PruningPlan:
+        """Append a rule (it loses to earlier rules). Returns self."""
+        self.rules.append((*_rule_key(key), _optional_sparsity(sparsity)))
+        self.targets = None
+        return self
+
+    # --------------------------------------------------------------- resolving
+    def _match(self, layer):
+        for kind, text, spec in self.rules:
+            if kind == "name" and layer.name == text:
+                return True, spec
+            if kind == "glob" and fnmatch.fnmatchcase(layer.name, text):
+                return True, spec
+            if kind == "class" and any(c.__name__ == text for c in type(layer).__mro__):
+                return True, spec
+        return False, None
+
+    def resolve(self, model) -> PruningPlan:
+        """Check the rules against `model`; return a plan with its targets.
+
+        Raises:
+            ValueError: a rule names a layer that is missing or has no kernel, a
+                rule matches nothing, the model is not built, or a sparsity
+                means nothing for the kernel it matched. Nothing is changed.
+        """
+        if not model.built:
+            raise ValueError(
+                f"Model '{model.name}' is not built. Give it an Input shape or call "
+                "it on a batch before resolving a pruning plan."
+            )
+        all_layers = model._flatten_layers(include_self=False, recursive=True)
+        prunable = prunable_layers(model)
+        prunable_names = ", ".join(layer.name for layer in prunable) or "(none)"
+        for kind, text, _ in self.rules:
+            if kind == "name":
+                named = [layer for layer in all_layers if layer.name == text]
+                if not named:
+                    raise ValueError(
+                        f"The plan names layer '{text}', which is not in model "
+                        f"'{model.name}'. Prunable layers: {prunable_names}."
+                    )
+                if not layers_registry.kernel_spec(named[0]):
+                    raise ValueError(
+                        f"The plan names layer '{text}' ({type(named[0]).__name__}), "
+                        f"which has no prunable kernel. Prunable layers: "
+                        f"{prunable_names}."
+                    )
+            elif kind == "glob":
+                if not any(fnmatch.fnmatchcase(layer.name, text) for layer in prunable):
+                    raise ValueError(
+                        f"The plan's pattern '{text}' matches no prunable layer of "
+                        f"model '{model.name}'. Prunable layers: {prunable_names}."
+                    )
+            elif not any(
+                any(c.__name__ == text for c in type(layer).__mro__)
+                for layer in prunable
+            ):
+                raise ValueError(
+                    f"The plan's class rule '{text}' matches no prunable layer of "
+                    f"model '{model.name}'. Prunable layers: {prunable_names}."
+                )
+        targets = []
+        for layer in prunable:
+            matched, spec = self._match(layer)
+            if not matched or spec is None:
+                continue
+            kernel_spec = layers_registry.kernel_spec(layer)
+            variable = layers_registry.kernel_variable(layer)
+            spec.check_kernel(tuple(variable.shape), kernel_spec.layout, layer.name)
+            targets.append(
+                LayerTarget(
+                    layer_name=layer.name,
+                    layer_class=type(layer).__name__,
+                    weight_path=variable.path,
+                    kernel_shape=tuple(variable.shape),
+                    layout=kernel_spec.layout,
+                    sparsity=spec,
+                )
+            )
+        if not targets:
+            raise ValueError(
+                f"The plan prunes no layer of model '{model.name}' (every match is "
+                f"excluded). Prunable layers: {prunable_names}."
+            )
+        return PruningPlan(self._rule_pairs(), targets=targets)
+
+    @property
+    def resolved(self) -> bool:
+        return self.targets is not None
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [t.layer_name for t in self._require_targets("layer_names")]
+
+    def target_for_path(self, weight_path):
+        for target in self._require_targets("target_for_path"):
+            if target.weight_path == weight_path:
+                return target
+        return None
+
+    def _require_targets(self, what):
+        if self.targets is None:
+            raise ValueError(
+                f"{what} needs a resolved plan. Call plan.resolve(model) first, or "
+                "build it with PruningPlan.uniform(model, ...)."
+            )
+        return self.targets
+
+    # ----------------------------------------------------------- serialization
+    def _rule_pairs(self):
+        pairs = []
+        for kind, text, spec in self.rules:
+            key = text if kind != "class" else _ClassName(text)
+            pairs.append((key, spec))
+        return pairs
+
+    def to_dict(self) -> dict:
+        rules = [
+            {kind: text, "sparsity": None if spec is None else str(spec)}
+            for kind, text, spec in self.rules
+        ]
+        data = {"rules": rules}
+        if self.targets is not None:
+            data["targets"] = [t.to_dict() for t in self.targets]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PruningPlan:
+        if not isinstance(data, dict) or "rules" not in data:
+            raise ValueError(
+                "A plan's JSON must be an object with a 'rules' list, e.g. "
+                '{"rules": [{"glob": "conv*", "sparsity": "filter:0.5"}]}.'
+            )
+        plan = cls()
+        for rule in data["rules"]:
+            kinds = [k for k in ("name", "glob", "class") if k in rule]
+            if len(kinds) != 1 or "sparsity" not in rule:
+                raise ValueError(
+                    f"Plan rule {rule!r} needs exactly one of 'name', 'glob' or "
+                    "'class', and a 'sparsity' (text form or null)."
+                )
+            spec = _optional_sparsity(rule["sparsity"])
+            plan.rules.append((kinds[0], rule[kinds[0]], spec))
+        if data.get("targets") is not None:
+            plan.targets = [LayerTarget.from_dict(t) for t in data["targets"]]
+        return plan
+
+    def to_json(self, path=None, indent=2) -> str:
+        """The plan as JSON text; also written to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> PruningPlan:
+        """A plan from JSON text or from a JSON file path (for a --plan flag)."""
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            if not os.path.exists(text_or_path):
+                raise FileNotFoundError(
+                    f"Plan file '{text_or_path}' does not exist. Pass a JSON file "
+                    "written by PruningPlan.to_json(path), or the JSON text itself."
+                )
+            with open(text_or_path) as f:
+                text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"The plan is not valid JSON ({e}).") from None
+        return cls.from_dict(data)
+
+    def get_config(self) -> dict:
+        return self.to_dict()
+
+    @classmethod
+    def from_config(cls, config) -> PruningPlan:
+        return cls.from_dict(config)
+
+    def __eq__(self, other):
+        return isinstance(other, PruningPlan) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        body = ", ".join(f"{kind}={text!r}: {spec}" for kind, text, spec in self.rules)
+        state = f", {len(self.targets)} targets" if self.targets is not None else ""
+        return f"PruningPlan([{body}]{state})"

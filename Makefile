@@ -17,9 +17,11 @@ $(STAMP): setup.py
 demo: venv
 	$(PY) examples/lenet5_mnist.py
 
+LINT_DIRS := $(wildcard keras_admm tools examples tests)
+
 lint: venv
-	$(PY) -m ruff check keras_admm tools examples tests
-	$(PY) -m ruff format --check keras_admm tools examples tests
+	$(PY) -m ruff check $(LINT_DIRS)
+	$(PY) -m ruff format --check $(LINT_DIRS)
 
 test: lint
 	$(PY) -m pytest -q tests

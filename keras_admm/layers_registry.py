@@ -53,12 +53,8 @@ REGISTRY: dict[type, KernelSpec] = {
     keras.layers.Conv1DTranspose: KernelSpec("kernel", _TRANSPOSED, "conv_transpose"),
     keras.layers.Conv2DTranspose: KernelSpec("kernel", _TRANSPOSED, "conv_transpose"),
     keras.layers.Conv3DTranspose: KernelSpec("kernel", _TRANSPOSED, "conv_transpose"),
-    keras.layers.DepthwiseConv1D: KernelSpec(
-        "depthwise_kernel", _DEPTHWISE, "depthwise"
-    ),
-    keras.layers.DepthwiseConv2D: KernelSpec(
-        "depthwise_kernel", _DEPTHWISE, "depthwise"
-    ),
+    keras.layers.DepthwiseConv1D: KernelSpec("kernel", _DEPTHWISE, "depthwise"),
+    keras.layers.DepthwiseConv2D: KernelSpec("kernel", _DEPTHWISE, "depthwise"),
     # Separable convolutions: the pointwise (1x1) kernel carries most FLOPs.
     keras.layers.SeparableConv1D: KernelSpec(
         "pointwise_kernel", _STANDARD, "separable"

@@ -343,6 +343,36 @@ class PruningPlan:
             raise ValueError(f"The plan is not valid JSON ({e}).") from None
         return cls.from_dict(data)
 
+    @classmethod
+    def parse(cls, text: str) -> PruningPlan:
+        """A plan from a flag value: JSON text, a JSON file, or "key=sparsity,...".
+
+        In the short form a key is a layer name or glob; "class:Conv2D" is a class
+        rule and "none" excludes, e.g. "conv1=filter:0.5,fc*=unstructured:0.9".
+
+        Raises:
+            ValueError: the text is neither JSON, a file, nor key=sparsity pairs.
+        """
+        stripped = text.strip()
+        if stripped.startswith("{") or os.path.exists(stripped):
+            return cls.from_json(stripped)
+        plan = cls()
+        for item in filter(None, (part.strip() for part in stripped.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ValueError(
+                    f"Cannot read plan item {item!r} in {text!r}: write "
+                    "'layer=sparsity' pairs separated by commas, e.g. "
+                    "'conv1=filter:0.5,fc*=unstructured:0.9', or pass a JSON file."
+                )
+            key, value = key.strip(), value.strip()
+            if key.startswith("class:"):
+                key = _ClassName(key[len("class:") :])
+            plan.add(key, None if value.lower() == "none" else value)
+        if not plan.rules:
+            raise ValueError(f"The plan {text!r} has no rules.")
+        return plan
+
     def get_config(self) -> dict:
         return self.to_dict()
 

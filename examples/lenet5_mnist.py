@@ -71,25 +71,6 @@ for _flag in ("pretrain_epochs", "admm_epochs", "retrain_epochs", "batch_size"):
 flags.register_validator("rho", lambda v: v > 0, "--rho must be > 0")
 
 
-def build_lenet5():
-    """LeNet-5, Caffe variant."""
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(20, 5, name="conv1"),
-            keras.layers.MaxPooling2D(2, name="pool1"),
-            keras.layers.Conv2D(50, 5, name="conv2"),
-            keras.layers.MaxPooling2D(2, name="pool2"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(500, activation="relu", name="fc1"),
-            keras.layers.Dense(10, name="fc2"),
-        ],
-        name="lenet5",
-    )
-
-
 def compile_with(model, optimizer):
     import keras
 
@@ -131,6 +112,7 @@ def main(argv):
     import numpy as np
 
     import keras_admm
+    from keras_admm import models
     from keras_admm.datasets import load_mnist
 
     start = time.time()
@@ -145,7 +127,7 @@ def main(argv):
     print(f"Data: {data.source}")
     print(f"      train {data.x_train.shape[0]}, held-out test {data.x_test.shape[0]}")
 
-    model = build_lenet5()
+    model = models.lenet5()
     plan = keras_admm.PruningPlan.parse(_PLAN.value).resolve(model)
     print(f"Plan: {', '.join(f'{t.layer_name}={t.sparsity}' for t in plan.targets)}")
 
@@ -208,7 +190,7 @@ def main(argv):
             f"\n== 5. Baseline: one-shot projection of the dense model + "
             f"{_RETRAIN_EPOCHS.value} masked epochs"
         )
-        baseline = build_lenet5()
+        baseline = models.lenet5()
         baseline.set_weights(dense_weights)
         compile_with(baseline, keras.optimizers.Adam(_LEARNING_RATE.value))
         baseline_masks = keras_admm.hard_prune(baseline, plan)

@@ -1,9 +1,10 @@
 """PruningPlan: which layer gets which sparsity.
 
 A plan is an ordered list of rules. A rule matches layers by exact name, by a
-glob ("conv*"), or by class (`keras.layers.Conv2D`, or its name "Conv2D", which
-also matches subclasses); its sparsity is a `keras_admm.sparsity.Sparsity`, its
-text form, or None to exclude the layer. The first matching rule decides.
+glob ("conv*"), or by class (`keras.layers.Conv2D`, which also matches
+subclasses; "class:Conv2D" in the text form of `PruningPlan.parse`); its
+sparsity is a `keras_admm.sparsity.Sparsity`, its text form, or None to exclude
+the layer. The first matching rule decides.
 
 `plan.resolve(model)` checks the rules against a model and returns a resolved
 plan: the same rules plus one `LayerTarget` per pruned layer (kernel variable
@@ -84,10 +85,24 @@ class LayerTarget:
         )
 
 
+def _layers_in_order(layer, seen):
+    """Sub-layers of `layer`, depth first, in the order the model lists them."""
+    for child in getattr(layer, "_layers", []):
+        if id(child) in seen:
+            continue
+        seen.add(id(child))
+        yield child
+        yield from _layers_in_order(child, seen)
+
+
+def all_layers(model) -> list:
+    """Every layer inside `model`, nested models included, in model order."""
+    return list(_layers_in_order(model, set()))
+
+
 def prunable_layers(model) -> list:
     """Every layer of `model` (nested models included) with a prunable kernel."""
-    layers = model._flatten_layers(include_self=False, recursive=True)
-    return [layer for layer in layers if layers_registry.kernel_spec(layer)]
+    return [layer for layer in all_layers(model) if layers_registry.kernel_spec(layer)]
 
 
 class _ClassName(str):
@@ -200,12 +215,12 @@ class PruningPlan:
                 f"Model '{model.name}' is not built. Give it an Input shape or call "
                 "it on a batch before resolving a pruning plan."
             )
-        all_layers = model._flatten_layers(include_self=False, recursive=True)
+        layers = all_layers(model)
         prunable = prunable_layers(model)
         prunable_names = ", ".join(layer.name for layer in prunable) or "(none)"
         for kind, text, _ in self.rules:
             if kind == "name":
-                named = [layer for layer in all_layers if layer.name == text]
+                named = [layer for layer in layers if layer.name == text]
                 if not named:
                     raise ValueError(
                         f"The plan names layer '{text}', which is not in model "

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -95,7 +96,7 @@ def kept_count(num_groups: int, ratio: float) -> int:
 
 
 def _check_ratio(ratio, what="ratio"):
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
         raise TypeError(
             f"Sparsity {what} must be a number in [0, 1), got {ratio!r} "
             f"({type(ratio).__name__}). Pass e.g. 0.5 to remove half the groups."
@@ -195,7 +196,7 @@ class _RatioSparsity(Sparsity):
         self.ratio = _check_ratio(ratio)
 
     def __str__(self):
-        return f"{self.kind}:{self.ratio:g}"
+        return f"{self.kind}:{self.ratio!r}"
 
 
 @keras.saving.register_keras_serializable(package="keras_admm")
@@ -272,7 +273,7 @@ class FilterShape(Sparsity):
         return self.filter_ratio
 
     def __str__(self):
-        return f"{self.kind}:{self.filter_ratio:g}:{self.shape_ratio:g}"
+        return f"{self.kind}:{self.filter_ratio!r}:{self.shape_ratio!r}"
 
     def get_config(self):
         return {"filter_ratio": self.filter_ratio, "shape_ratio": self.shape_ratio}

@@ -1,0 +1,84 @@
+"""Reference architectures used by the examples, benchmarks and tests.
+
+Small, standard models with stable layer names, so pruning plans written for
+them (e.g. "conv2=filter_shape:0.5:0.8") stay valid.
+
+Example:
+
+>>> from keras_admm import models
+>>> models.lenet5().count_params()
+431080
+>>> models.resnet_cifar(20).count_params() > 250_000
+True
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+__all__ = ["lenet5", "resnet_cifar"]
+
+
+def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
+    """LeNet-5, Caffe variant: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10.
+
+    Layer names: conv1, pool1, conv2, pool2, flatten, fc1, fc2. Outputs logits.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(20, 5, name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(50, 5, name="conv2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(500, activation="relu", name="fc1"),
+            layers.Dense(num_classes, name="fc2"),
+        ],
+        name=name,
+    )
+
+
+def resnet_cifar(depth=20, input_shape=(32, 32, 3), num_classes=10, name=None):
+    """ResNet for CIFAR (He et al. 2016): depth = 6n + 2, widths 16/32/64.
+
+    Basic blocks with BatchNorm; the shortcut is the identity, or a strided 1x1
+    conv + BN where the shape changes. Outputs logits.
+
+    Raises:
+        ValueError: depth is not 6n + 2.
+    """
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            f"ResNet-CIFAR depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}."
+        )
+    blocks = (depth - 2) // 6
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    for stage, width in enumerate((16, 32, 64), start=1):
+        for block in range(blocks):
+            prefix = f"s{stage}b{block}"
+            stride = 2 if stage > 1 and block == 0 else 1
+            shortcut = x
+            y = layers.Conv2D(
+                width, 3, stride, padding="same", use_bias=False, name=f"{prefix}_conv1"
+            )(x)
+            y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+            y = layers.ReLU(name=f"{prefix}_relu1")(y)
+            y = layers.Conv2D(
+                width, 3, padding="same", use_bias=False, name=f"{prefix}_conv2"
+            )(y)
+            y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+            if stride != 1 or shortcut.shape[-1] != width:
+                shortcut = layers.Conv2D(
+                    width, 1, stride, use_bias=False, name=f"{prefix}_proj"
+                )(shortcut)
+                shortcut = layers.BatchNormalization(name=f"{prefix}_proj_bn")(shortcut)
+            x = layers.Add(name=f"{prefix}_add")([y, shortcut])
+            x = layers.ReLU(name=f"{prefix}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, name="fc")(x)
+    return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

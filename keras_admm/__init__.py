@@ -9,6 +9,12 @@ masks = keras_admm.hard_prune(model, plan)
 
 from keras_admm import layers_registry, sparsity
 from keras_admm.callbacks import ADMMLogger
+from keras_admm.exporting import (
+    ExportError,
+    ExportResult,
+    ExportVerificationError,
+    export,
+)
 from keras_admm.masks import apply_masks, hard_prune, masks_from_model, sparsity_report
 from keras_admm.optimizers import ADMMWrapper, MaskedWrapper, find_admm_wrapper
 from keras_admm.plan import LayerTarget, PruningPlan
@@ -19,10 +25,14 @@ __all__ = [
     "ADMMLogger",
     "ADMMRegularizer",
     "ADMMWrapper",
+    "ExportError",
+    "ExportResult",
+    "ExportVerificationError",
     "LayerTarget",
     "MaskedWrapper",
     "PruningPlan",
     "apply_masks",
+    "export",
     "find_admm_wrapper",
     "hard_prune",
     "layers_registry",

@@ -1,0 +1,533 @@
+"""Export a Keras model to .keras, SavedModel and ONNX, and prove each file is right.
+
+`export` writes every requested format into one directory, reloads each file with
+the runtime that serves it (Keras, `tf.saved_model.load`, ONNX Runtime) and compares
+its outputs with the Keras model's on a sample batch. Files are written into a
+staging folder first and moved to their final names only when every format has
+been written and verified, so a failed export never leaves a file that looks good.
+
+ONNX goes through `model.export(path, format="onnx")`: `tf2onnx.convert.from_keras`
+is broken on Keras 3 (see DESIGN.md). Custom layers survive all three formats when
+they are registered with `keras.saving.register_keras_serializable` (for .keras) and
+built from ops that tf2onnx converts (for ONNX).
+
+    result = keras_admm.export(small_model, "exports/small")
+    print(result)                       # format, path, size, max diffs, verified
+    result["onnx"].path                 # 'exports/small/model.onnx'
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+FORMATS = ("keras", "saved_model", "onnx")
+FILE_NAMES = {
+    "keras": "model.keras",
+    "saved_model": "saved_model",
+    "onnx": "model.onnx",
+}
+_SAMPLE_SEED = 0
+_SAMPLE_BATCH = 2
+
+
+class ExportError(RuntimeError):
+    """A format could not be written or reloaded."""
+
+
+class ExportVerificationError(ExportError):
+    """A reloaded file's outputs differ from the Keras model's beyond tolerance.
+
+    Attributes:
+        format: the format that failed ("keras", "saved_model" or "onnx").
+        max_abs_diff: the largest absolute difference over all outputs.
+        max_rel_diff: that difference relative to the output's largest magnitude.
+    """
+
+    def __init__(self, message, format, max_abs_diff, max_rel_diff):
+        super().__init__(message)
+        self.format = format
+        self.max_abs_diff = max_abs_diff
+        self.max_rel_diff = max_rel_diff
+
+
+@dataclasses.dataclass(frozen=True)
+class FormatResult:
+    """One written format.
+
+    Attributes:
+        format: "keras", "saved_model" or "onnx".
+        path: the file (or SavedModel directory).
+        size_bytes: its size on disk (all files, for a directory).
+        max_abs_diff: largest |reloaded - keras| over all outputs; None unverified.
+        max_rel_diff: the worst output's max_abs_diff / max|keras output|.
+        verified: True when the reloaded file was checked and matched.
+    """
+
+    format: str
+    path: str
+    size_bytes: int
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    verified: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote: one `FormatResult` per format, in the order asked.
+
+    Index it by format name (`result["onnx"]`); `str(result)` is a plain-text table,
+    `to_markdown()` a Markdown one, `to_dict()` a JSON-ready dict.
+    """
+
+    directory: str
+    results: tuple
+    rtol: float
+    atol: float
+
+    def __getitem__(self, format_name):
+        for result in self.results:
+            if result.format == format_name:
+                return result
+        written = ", ".join(r.format for r in self.results)
+        raise KeyError(f"format '{format_name}' was not exported (got: {written})")
+
+    def __iter__(self):
+        return iter(self.results)
+
+    @property
+    def verified(self):
+        """True when every format was reloaded and matched the Keras model."""
+        return all(r.verified for r in self.results)
+
+    def to_dict(self):
+        """A JSON-serialisable dict: directory, tolerances and per-format rows."""
+        return {
+            "directory": self.directory,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "formats": [dataclasses.asdict(r) for r in self.results],
+        }
+
+    def _rows(self):
+        header = ["format", "path", "size", "max abs diff", "max rel diff", "verified"]
+        rows = [
+            [
+                r.format,
+                r.path,
+                _human_size(r.size_bytes),
+                _number(r.max_abs_diff),
+                _number(r.max_rel_diff),
+                "yes" if r.verified else "no",
+            ]
+            for r in self.results
+        ]
+        return header, rows
+
+    def to_markdown(self):
+        """A Markdown table, one row per format."""
+        header, rows = self._rows()
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self):
+        header, rows = self._rows()
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(6)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+            for row in [header, *rows]
+        ]
+        return "\n".join(lines)
+
+
+def _human_size(size):
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _number(value):
+    return "-" if value is None else f"{value:.2e}"
+
+
+def _tree_bytes(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+# ------------------------------------------------------------------ arguments
+def _check_formats(formats):
+    if isinstance(formats, str):
+        formats = [formats]
+    formats = list(dict.fromkeys(formats))
+    if not formats:
+        raise ValueError(f"formats is empty; pass one or more of {list(FORMATS)}.")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(
+            f"unknown export format(s) {unknown}; choose from {list(FORMATS)} "
+            "(e.g. formats=('keras', 'onnx'))."
+        )
+    return formats
+
+
+def _make_sample(model):
+    """A seeded random batch shaped like the model's inputs (same structure)."""
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"model '{model.name}' has no known inputs (a subclassed model that "
+            "was never built?); pass sample=..., a batch the model accepts."
+        )
+    rng = np.random.default_rng(_SAMPLE_SEED)
+
+    def random_input(tensor):
+        shape = tuple(tensor.shape)
+        batch = _SAMPLE_BATCH if shape[0] is None else shape[0]
+        if any(d is None for d in shape[1:]):
+            raise ValueError(
+                f"input '{tensor.name}' of model '{model.name}' has a dynamic shape "
+                f"{shape}; pass sample=..., a batch with concrete sizes."
+            )
+        dtype = np.dtype(keras.backend.standardize_dtype(tensor.dtype))
+        if dtype.kind in "iub":
+            return rng.integers(0, 2, size=(batch, *shape[1:])).astype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(
+                f"cannot make a random sample for input '{tensor.name}' of dtype "
+                f"{dtype}; pass sample=..., a batch the model accepts."
+            )
+        return rng.standard_normal((batch, *shape[1:])).astype(dtype)
+
+    return keras.tree.map_structure(random_input, _input_structure(model))
+
+
+def _input_structure(model):
+    """The model's symbolic inputs, nested like the batches it takes."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # a Sequential model has only `inputs`.
+        inputs = list(model.inputs)
+        return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _input_names(model, flat_sample):
+    if getattr(model, "inputs", None):
+        names = [t.name for t in keras.tree.flatten(_input_structure(model))]
+        if len(names) == len(flat_sample):
+            return names
+    return [f"input_{i}" for i in range(len(flat_sample))]
+
+
+def _output_names(model, reference):
+    """Names of the flattened outputs: dict keys, or the model's output names."""
+    if isinstance(reference, dict):
+        return sorted(reference)
+    count = len(keras.tree.flatten(reference))
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) == count and len(set(names)) == count:
+        return names
+    return [f"output_{i}" for i in range(count)]
+
+
+# ------------------------------------------------------------------ formats
+def _write_keras(model, target, inputs):
+    del inputs
+    model.save(target)
+
+
+def _run_keras(target, inputs):
+    reloaded = keras.saving.load_model(target, compile=False)
+    return keras.tree.flatten(reloaded(inputs.structured, training=False))
+
+
+def _write_saved_model(model, target, inputs):
+    del inputs
+    model.export(target, format="tf_saved_model", verbose=False)
+
+
+def _run_saved_model(target, inputs):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(target)
+    if "serving_default" not in loaded.signatures:
+        raise ExportError(f"SavedModel '{target}' has no 'serving_default' signature")
+    signature = loaded.signatures["serving_default"]
+    expected = list(signature.structured_input_signature[1])
+    feed = _feed(expected, inputs, "saved_model")
+    outputs = signature(**{k: tf.constant(v) for k, v in feed.items()})
+    return _ordered(outputs, inputs.output_names, "saved_model")
+
+
+def _write_onnx(model, target, inputs):
+    model.export(target, format="onnx", verbose=False)
+    _rename_onnx_outputs(target, inputs.output_names)
+
+
+def _run_onnx(target, inputs):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(target, providers=["CPUExecutionProvider"])
+    feed = _feed([i.name for i in session.get_inputs()], inputs, "onnx")
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(names, feed)))
+    return _ordered(outputs, inputs.output_names, "onnx")
+
+
+_WRITERS = {
+    "keras": _write_keras,
+    "saved_model": _write_saved_model,
+    "onnx": _write_onnx,
+}
+_RUNNERS = {"keras": _run_keras, "saved_model": _run_saved_model, "onnx": _run_onnx}
+_WRITE_HINTS = {
+    "keras": "register custom layers with "
+    "@keras.saving.register_keras_serializable and give them get_config()",
+    "saved_model": "make every layer's call() traceable by tf.function",
+    "onnx": "build custom layers from ops tf2onnx converts (slice, gather, matmul, "
+    "add, conv...), or leave 'onnx' out of formats",
+}
+
+
+def _feed(expected_names, inputs, format_name):
+    """Maps the runtime's input names to sample arrays: by name, else by position."""
+    if set(expected_names) == set(inputs.names):
+        return dict(zip(inputs.names, inputs.flat))
+    if len(expected_names) == len(inputs.flat):
+        return dict(zip(expected_names, inputs.flat))
+    raise ExportError(
+        f"the {format_name} file expects inputs {expected_names}, but the model has "
+        f"{inputs.names}"
+    )
+
+
+def _ordered(outputs, output_names, format_name):
+    """The runtime's outputs in the Keras flattening order: by name, else by index."""
+    if all(name in outputs for name in output_names):
+        return [outputs[name] for name in output_names]
+    if len(outputs) != len(output_names):
+        raise ExportError(
+            f"the {format_name} file has outputs {sorted(outputs)}, but the model "
+            f"has {output_names}"
+        )
+    if all(key.startswith("output_") for key in outputs):  # SavedModel: output_<i>
+        return [outputs[f"output_{i}"] for i in range(len(outputs))]
+    return list(outputs.values())
+
+
+def _rename_onnx_outputs(path, names):
+    """Names the ONNX graph outputs like the Keras outputs, when that is safe."""
+    import onnx
+
+    proto = onnx.load(path)
+    graph = proto.graph
+    old = [o.name for o in graph.output]
+    if len(old) != len(names) or len(set(old)) != len(old) or old == list(names):
+        return
+    graph_inputs = {i.name for i in graph.input}
+    taken = graph_inputs | {i.name for i in graph.initializer}
+    taken |= {name for node in graph.node for name in (*node.input, *node.output)}
+    mapping = {o: n for o, n in zip(old, names) if o != n}
+    if any(n in taken for n in mapping.values()) or graph_inputs & set(mapping):
+        return  # a clash, or an input passed straight through: keep tf2onnx's names
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for info in [*graph.output, *graph.value_info]:
+        info.name = mapping.get(info.name, info.name)
+    onnx.save(proto, path)
+
+
+@dataclasses.dataclass
+class _Inputs:
+    structured: object
+    flat: list
+    names: list
+    output_names: list
+
+
+def _compare(reference, outputs, rtol, atol):
+    """(max abs diff, max rel diff, ok) over all outputs; rel = abs / max|ref|."""
+    if len(reference) != len(outputs):
+        return float("inf"), float("inf"), False
+    worst_abs, worst_rel, ok = 0.0, 0.0, True
+    for ref, out in zip(reference, outputs):
+        ref = np.asarray(ref, dtype=np.float64)
+        out = np.asarray(out, dtype=np.float64)
+        if ref.shape != out.shape:
+            return float("inf"), float("inf"), False
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0
+        if not np.isfinite(diff):
+            diff = float("inf")
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, diff / scale if scale > 0 else diff)
+        ok = ok and diff <= atol + rtol * scale
+    return worst_abs, worst_rel, ok
+
+
+# ------------------------------------------------------------------ export
+def export(
+    model,
+    path,
+    formats=FORMATS,
+    verify=True,
+    sample=None,
+    rtol=1e-4,
+    atol=1e-5,
+):
+    """Writes `model` as .keras, SavedModel and/or ONNX, and verifies each file.
+
+    Each format is written under `path` as `model.keras`, `saved_model/` and
+    `model.onnx`, reloaded (`keras.saving.load_model`, `tf.saved_model.load` and
+    its serving signature, `onnxruntime.InferenceSession`) and run on a sample
+    batch. An output matches when `max|reloaded - keras| <= atol + rtol *
+    max|keras|`, per output tensor. Nothing is moved to its final name until every
+    format has been written and verified: a failed export leaves the directory as
+    it was (an older export there stays untouched).
+
+    Args:
+        model: a built `keras.Model` (multi-input and multi-output too).
+        path: the output directory; created if missing.
+        formats: any of "keras", "saved_model", "onnx" (a single name is fine).
+        verify: reload and compare each file; with False the files are only
+            written and reported as unverified.
+        sample: a batch the model accepts (same structure as its inputs). By
+            default a seeded random batch of 2 shaped like `model.inputs`.
+        rtol: allowed difference relative to an output's largest magnitude.
+        atol: allowed absolute difference on top of that.
+
+    Returns:
+        An `ExportResult`: per format its path, size in bytes, max abs / rel
+        difference and verified flag; `str()` of it is a table.
+
+    Raises:
+        TypeError: if `model` is not a `keras.Model`.
+        ValueError: for an unknown or empty `formats`, negative tolerances, a
+            `path` that is a file, or no way to build a sample (pass `sample`).
+        ExportError: if a format cannot be written or reloaded (names the format
+            and the fix).
+        ExportVerificationError: if a reloaded file's outputs differ beyond the
+            tolerance (names the format and the difference).
+
+    Example:
+        >>> result = export(model, "exports/lenet", formats=("keras", "onnx"))
+        >>> result["onnx"].verified, result["onnx"].max_abs_diff < 1e-5
+        (True, True)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"export() takes a keras.Model, got {type(model).__name__}; wrap layers "
+            "in keras.Model(inputs, outputs) first."
+        )
+    formats = _check_formats(formats)
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"rtol and atol must be >= 0, got rtol={rtol}, atol={atol}.")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"'{path}' is a file; export() writes a directory of model files, so "
+            "pass a directory path."
+        )
+
+    if sample is None:
+        sample = _make_sample(model)
+    # Calling the model also marks it as called, which Keras' ONNX export requires.
+    reference = model(sample, training=False)
+    flat_sample = [
+        np.asarray(keras.ops.convert_to_numpy(x)) for x in keras.tree.flatten(sample)
+    ]
+    inputs = _Inputs(
+        structured=sample,
+        flat=flat_sample,
+        names=_input_names(model, flat_sample),
+        output_names=_output_names(model, reference),
+    )
+    flat_reference = [
+        keras.ops.convert_to_numpy(x) for x in keras.tree.flatten(reference)
+    ]
+
+    os.makedirs(path, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=path)
+    try:
+        results = []
+        for format_name in formats:
+            staged = os.path.join(staging, FILE_NAMES[format_name])
+            final = os.path.join(path, FILE_NAMES[format_name])
+            _write(model, format_name, staged, inputs)
+            diffs = (None, None)
+            if verify:
+                diffs = _verify(format_name, staged, inputs, flat_reference, rtol, atol)
+            results.append(
+                FormatResult(
+                    format=format_name,
+                    path=final,
+                    size_bytes=_tree_bytes(staged),
+                    max_abs_diff=diffs[0],
+                    max_rel_diff=diffs[1],
+                    verified=verify,
+                )
+            )
+        for result in results:
+            _move_into_place(
+                os.path.join(staging, FILE_NAMES[result.format]), result.path, staging
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(directory=path, results=tuple(results), rtol=rtol, atol=atol)
+
+
+def _write(model, format_name, target, inputs):
+    try:
+        _WRITERS[format_name](model, target, inputs)
+    except Exception as error:  # Keras, TF and tf2onnx raise many types here.
+        raise ExportError(
+            f"could not write the {format_name} format of model '{model.name}' "
+            f"({type(error).__name__}: {error}). Nothing was written; "
+            f"{_WRITE_HINTS[format_name]}."
+        ) from error
+
+
+def _verify(format_name, target, inputs, reference, rtol, atol):
+    try:
+        outputs = _RUNNERS[format_name](target, inputs)
+    except ExportError:
+        raise
+    except Exception as error:  # each runtime raises its own types.
+        raise ExportError(
+            f"the {format_name} file was written but could not be reloaded and run "
+            f"({type(error).__name__}: {error}). Nothing was written; "
+            f"{_WRITE_HINTS[format_name]}."
+        ) from error
+    outputs = [keras.ops.convert_to_numpy(x) for x in outputs]
+    max_abs, max_rel, ok = _compare(reference, outputs, rtol, atol)
+    if not ok:
+        raise ExportVerificationError(
+            f"the {format_name} export does not reproduce the Keras model: max abs "
+            f"diff {max_abs:.3g}, max rel diff {max_rel:.3g} (allowed: atol={atol:g} "
+            f"+ rtol={rtol:g} x max|output|). Nothing was written. Check that every "
+            "custom layer's get_config() restores its weights and options and that "
+            "its ops convert exactly; loosen rtol/atol only for known float error, "
+            f"or export without '{format_name}'.",
+            format=format_name,
+            max_abs_diff=max_abs,
+            max_rel_diff=max_rel,
+        )
+    return max_abs, max_rel
+
+
+def _move_into_place(staged, final, staging):
+    """Replaces `final` by `staged`; an older file there goes to the staging bin."""
+    if os.path.lexists(final):
+        os.replace(final, os.path.join(staging, ".old-" + os.path.basename(final)))
+    os.replace(staged, final)

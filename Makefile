@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench wheel clean
+.PHONY: venv demo test lint bench bench-profile wheel clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,10 @@ test: lint
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) tools/bench_overhead.py
+	$(PY) tools/bench_overhead.py --output docs/bench/overhead.json
+
+bench-profile: venv
+	$(PY) tools/bench_profile.py --out_dir docs/perf
 
 wheel: venv
 	$(PY) -m pip install --quiet build

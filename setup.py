@@ -38,7 +38,7 @@ setup(
         "onnxruntime>=1.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "matplotlib>=3.7"],
         "examples": ["mlxtend>=0.23", "matplotlib>=3.7"],
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras>=2.16"],
     },

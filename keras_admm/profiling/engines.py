@@ -1,0 +1,345 @@
+"""Inference engines the profiler times: TensorFlow, ONNX Runtime and Keras.
+
+An engine turns a model file into a zero-argument runner that performs one
+inference on a fixed batch and blocks until the result is ready. Engines live in a
+registry keyed by name; each imports its framework only when it is created.
+
+    engine = create_engine("onnxruntime", store, threads=2)
+    run = engine.runner(source, batch_size=32, device="cpu", inputs=x)
+"""
+
+import contextlib
+import importlib.util
+
+from . import environment
+from .sources import KERAS, SAVED_MODEL
+
+DEVICES = ("auto", "cpu", "gpu")
+_ENGINES = {}
+
+
+def register_engine(cls):
+    """Class decorator: makes an `Engine` subclass available by its `name`."""
+    _ENGINES[cls.name] = cls
+    return cls
+
+
+def engine_names():
+    """Names of all registered engines, installed or not."""
+    return sorted(_ENGINES)
+
+
+class Engine:
+    """Base class: one inference framework.
+
+    Subclasses set `name`, `package` (the module that must be importable) and
+    `install_hint`, and implement `detect_gpu`, `runner` and `settings`.
+
+    Args:
+        store: the `ModelStore` that loads and converts model files.
+        threads: intra-op threads (None: the number of usable cores).
+        jit: compile with XLA where the engine supports it (tf only).
+    """
+
+    name = ""
+    package = ""
+    install_hint = ""
+
+    def __init__(self, store, threads=None, jit=False):
+        self.store = store
+        self.threads = threads or environment.usable_cores()
+        self.jit = jit
+
+    @classmethod
+    def is_installed(cls):
+        """Whether the engine's package can be imported (without importing it)."""
+        return importlib.util.find_spec(cls.package) is not None
+
+    def detect_gpu(self):
+        """Whether this engine can run on a GPU here."""
+        raise NotImplementedError
+
+    def resolve_device(self, requested):
+        """Maps "auto" / "cpu" / "gpu" to the device this engine will use.
+
+        Raises:
+            ValueError: if the device is unknown, or "gpu" is asked for and this
+                engine sees no GPU.
+        """
+        if requested not in DEVICES:
+            raise ValueError(
+                f"unknown device '{requested}'; use one of {', '.join(DEVICES)}."
+            )
+        if requested == "auto":
+            return "gpu" if self.detect_gpu() else "cpu"
+        if requested == "gpu" and not self.detect_gpu():
+            raise ValueError(
+                f"device 'gpu' was requested but engine '{self.name}' sees no GPU; "
+                f"install the GPU build ({self.install_hint}) or use --device cpu."
+            )
+        return requested
+
+    def runner(self, source, batch_size, device, inputs):
+        """A zero-argument callable that runs one inference on `inputs`."""
+        raise NotImplementedError
+
+    def settings(self):
+        """A JSON-ready dict of the threads and options this engine runs with."""
+        raise NotImplementedError
+
+
+def create_engine(name, store, threads=None, jit=False):
+    """Creates the engine called `name`.
+
+    Args:
+        name: "tf", "onnxruntime" or "keras" (see `engine_names()`).
+        store: the `ModelStore` shared by all engines of a run.
+        threads: intra-op threads (None: the number of usable cores).
+        jit: XLA compilation for the tf engine.
+
+    Returns:
+        An `Engine`.
+
+    Raises:
+        ValueError: if the engine name is unknown.
+        ImportError: if the engine's package is not installed.
+
+    Example:
+        >>> engine = create_engine("onnxruntime", ModelStore("/tmp/p"), threads=2)
+    """
+    if name not in _ENGINES:
+        raise ValueError(
+            f"unknown engine '{name}'; use one of {', '.join(engine_names())}."
+        )
+    cls = _ENGINES[name]
+    if not cls.is_installed():
+        raise ImportError(
+            f"engine '{name}' needs the '{cls.package}' package, which is not "
+            f"installed; install it ({cls.install_hint}) or drop '{name}' from "
+            "the engines."
+        )
+    return cls(store, threads=threads, jit=jit)
+
+
+@register_engine
+class TensorFlowEngine(Engine):
+    """tf.function over a Keras model or a SavedModel signature, optional XLA."""
+
+    name = "tf"
+    package = "tensorflow"
+    install_hint = "pip install tensorflow"
+
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
+        import tensorflow as tf
+
+        self._tf = tf
+        self._threads_note = "set"
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+        except RuntimeError:
+            # TensorFlow was initialised earlier in this process: keep its threads.
+            self._threads_note = "TensorFlow already initialised; its threads kept"
+
+    def detect_gpu(self):
+        return bool(self._tf.config.list_physical_devices("GPU"))
+
+    def _model_call(self, source):
+        if source.kind == KERAS:
+            import keras
+
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError(
+                    f"engine 'tf' runs '{source.path}' through Keras, which uses the "
+                    f"'{keras.backend.backend()}' backend; set "
+                    "KERAS_BACKEND=tensorflow or use --engines keras."
+                )
+            model = self.store.keras_model(source)
+            return lambda x: model(x, training=False)
+        if source.kind == SAVED_MODEL:
+            _, signature, input_name = self.store.saved_model(source)
+            return lambda x: signature(**{input_name: x})
+        raise ValueError(
+            f"engine 'tf' cannot run the ONNX file '{source.path}'; use --engines "
+            "onnxruntime, or pass the .keras / SavedModel form of the model."
+        )
+
+    def runner(self, source, batch_size, device, inputs):
+        tf = self._tf
+        tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
+        function = tf.function(self._model_call(source), jit_compile=self.jit)
+        with tf.device(tf_device):
+            x = tf.constant(inputs)
+
+        def run():
+            with tf.device(tf_device):
+                outputs = function(x)
+            for output in tf.nest.flatten(outputs):
+                output.numpy()  # Blocks until the (possibly GPU) result is ready.
+
+        return run
+
+    def settings(self):
+        threading = self._tf.config.threading
+        return {
+            "intra_op_threads": threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+            "threads_note": self._threads_note,
+            "xla_jit": self.jit,
+            "denormals": "flushed to zero by TensorFlow's own op threads",
+        }
+
+
+@register_engine
+class OnnxRuntimeEngine(Engine):
+    """An ONNX Runtime session: CPU provider, or TensorRT / CUDA when installed."""
+
+    name = "onnxruntime"
+    package = "onnxruntime"
+    install_hint = "pip install onnxruntime, or onnxruntime-gpu for CUDA"
+    _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
+        import onnxruntime
+
+        self._ort = onnxruntime
+        self._providers_used = []
+
+    def detect_gpu(self):
+        available = self._ort.get_available_providers()
+        return any(p in available for p in self._GPU_PROVIDERS)
+
+    def _providers(self, device):
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        available = self._ort.get_available_providers()
+        gpu = [p for p in self._GPU_PROVIDERS if p in available]
+        return gpu + ["CPUExecutionProvider"]
+
+    def _session_options(self):
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = (
+            self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        # Each session owns a thread pool whose idle threads spin by default. With
+        # several sessions timed round-robin, the spinning threads of the models
+        # not running steal the cores of the one that is (measured: VGG-16 dense
+        # at batch 1 went from 4.9 ms to 25 ms on 2 cores), so spinning is off.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def runner(self, source, batch_size, device, inputs):
+        path = self.store.onnx_file(source)
+        session = self._ort.InferenceSession(
+            path, self._session_options(), providers=self._providers(device)
+        )
+        self._providers_used = session.get_providers()
+        graph_input = session.get_inputs()[0]
+        batch_dim = graph_input.shape[0]
+        if isinstance(batch_dim, int) and batch_dim != batch_size:
+            raise ValueError(
+                f"'{path}' has a fixed batch size of {batch_dim}, so it cannot run "
+                f"batch {batch_size}; export it with a dynamic batch dimension "
+                "(keras.Input without batch_size) or profile batch size "
+                f"{batch_dim} only."
+            )
+        feed = {graph_input.name: inputs}
+        return lambda: session.run(None, feed)
+
+    def settings(self):
+        return {
+            "intra_op_threads": self.threads,
+            "inter_op_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization": "all",
+            "providers": self._providers_used,
+            "denormals": "session.set_denormal_as_zero=1",
+            "allow_spinning": 0,
+        }
+
+
+@register_engine
+class KerasEngine(Engine):
+    """`model.predict_on_batch` on whichever KERAS_BACKEND is active (JAX, torch...)."""
+
+    name = "keras"
+    package = "keras"
+    install_hint = "pip install keras plus a backend (jax, torch or tensorflow)"
+
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
+        import keras
+
+        self._backend = keras.backend.backend()
+        self._denormals = "backend default"
+        if self._backend == "torch":
+            import torch
+
+            torch.set_flush_denormal(True)
+            self._denormals = "torch.set_flush_denormal(True)"
+
+    def detect_gpu(self):
+        if self._backend == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if self._backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+        if self._backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        return False
+
+    def _device_scope(self, device):
+        """A context that places computation on `device`, where the backend can."""
+        if self._backend == "jax":
+            import jax
+
+            return jax.default_device(jax.devices(device)[0])
+        if self._backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.device("/GPU:0" if device == "gpu" else "/CPU:0")
+        return contextlib.nullcontext()
+
+    def runner(self, source, batch_size, device, inputs):
+        if source.kind != KERAS:
+            raise ValueError(
+                f"engine 'keras' needs a .keras file, got '{source.path}' "
+                f"({source.kind}); use --engines tf or onnxruntime for it."
+            )
+        model = self.store.keras_model(source)
+
+        def run():
+            with self._device_scope(device):
+                model.predict_on_batch(inputs)  # Returns NumPy: blocks.
+
+        return run
+
+    def settings(self):
+        return {
+            "backend": self._backend,
+            "call": "model.predict_on_batch",
+            "denormals": self._denormals,
+        }
+
+
+__all__ = [
+    "DEVICES",
+    "Engine",
+    "KerasEngine",
+    "OnnxRuntimeEngine",
+    "TensorFlowEngine",
+    "create_engine",
+    "engine_names",
+    "register_engine",
+]

@@ -1,0 +1,199 @@
+"""`profile_models`: time a baseline and its smaller forms, engine by batch size.
+
+For every engine and batch size the models are timed together, round-robin in one
+loop (see `timing`), and each gets its speedup over the baseline, its FLOP ratio
+(baseline FLOPs / its FLOPs) and the efficiency = speedup / FLOP ratio: 1.0 means
+the FLOP cut turned fully into speed. The speedup is the ratio of median latencies;
+`paired_speedup`, the median of per-round ratios, is reported beside it because it
+is steadier when other processes share the machine.
+"""
+
+import logging
+import os
+import tempfile
+
+from . import environment, timing
+from .engines import DEVICES, create_engine
+from .sources import ModelStore, open_source
+
+_LOG = logging.getLogger("keras_admm.profiling")
+
+
+def _check_batch_sizes(batch_sizes):
+    sizes = list(batch_sizes)
+    if not sizes:
+        raise ValueError("batch_sizes is empty; pass at least one, e.g. [1, 32].")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(
+                f"batch size {size!r} is not an int; pass integers such as 1 or 32."
+            )
+        if size <= 0:
+            raise ValueError(
+                f"batch size {size} must be > 0; pass positive sizes such as 1 or 32."
+            )
+    return sizes
+
+
+def _check_names(sources):
+    seen = {}
+    for source in sources:
+        if source.name in seen:
+            raise ValueError(
+                f"'{source.path}' and '{seen[source.name]}' share the report name "
+                f"'{source.name}'; give each model its own name (names=...)."
+            )
+        seen[source.name] = source.path
+
+
+def _check_input_shapes(store, sources):
+    """Raises ValueError unless every model takes the baseline's input shape."""
+    baseline = sources[0]
+    expected = store.input_shape(baseline)
+    for source in sources[1:]:
+        shape = store.input_shape(source)
+        if shape != expected:
+            raise ValueError(
+                f"input shapes differ: '{source.path}' takes {shape} but the baseline "
+                f"'{baseline.path}' takes {expected}; compare forms of the same model "
+                "(same input size and layout, e.g. both channels_last)."
+            )
+    return expected
+
+
+def _ratio(numerator, denominator):
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _result_rows(engine_name, device, batch_size, samples, stats, baseline):
+    """One result dict per model: latency summary, speedup, FLOP ratio, efficiency."""
+    summaries = {n: timing.summarize(s, batch_size) for n, s in samples.items()}
+    base_ms = summaries[baseline]["median_ms"]
+    base_flops = stats[baseline]["flops"]
+    rows = []
+    for name, summary in summaries.items():
+        speedup = base_ms / summary["median_ms"]
+        flop_ratio = _ratio(base_flops, stats[name]["flops"])
+        rows.append(
+            {
+                "model": name,
+                "engine": engine_name,
+                "device": device,
+                "batch_size": batch_size,
+                **summary,
+                "speedup": speedup,
+                "paired_speedup": timing.paired_speedup(
+                    samples[baseline], samples[name]
+                ),
+                "flop_ratio": flop_ratio,
+                "efficiency": _ratio(speedup, flop_ratio),
+            }
+        )
+    return rows
+
+
+def profile_models(
+    baseline,
+    models=(),
+    engines=("onnxruntime",),
+    batch_sizes=(1,),
+    device="auto",
+    threads=None,
+    jit=False,
+    protocol=None,
+    names=None,
+    workdir=None,
+    notes=(),
+    seed=0,
+):
+    """Times a baseline model and other forms of it; returns a JSON-ready report.
+
+    Args:
+        baseline: path of the reference model (.keras, SavedModel dir or .onnx).
+        models: paths of the models to compare against it.
+        engines: engine names: "tf", "onnxruntime", "keras".
+        batch_sizes: positive ints.
+        device: "auto" (GPU when the engine sees one), "cpu" or "gpu".
+        threads: intra-op threads per engine (None: the usable cores).
+        jit: XLA compilation for the tf engine.
+        protocol: a `timing.TimingProtocol` (None: its defaults).
+        names: report labels, one per model with the baseline first (None: the
+            file names).
+        workdir: where ONNX exports are written (None: a temporary directory).
+        notes: free-text lines carried into every report (e.g. how the models
+            were made).
+        seed: seed of the random input batch.
+
+    Returns:
+        A dict with "environment", "protocol", "engines" (their settings),
+        "models" (static figures, baseline first), "results" (one row per engine x
+        batch size x model) and "notes".
+
+    Raises:
+        FileNotFoundError: if a model file is missing.
+        ValueError: for a corrupt file, differing input shapes, an unknown engine or
+            device, a batch size <= 0, or duplicate names.
+        TypeError: for a batch size that is not an int.
+        ImportError: if an engine's package is not installed.
+
+    Example:
+        >>> report = profile_models("dense.keras", ["small.keras"],
+        ...                         engines=["tf", "onnxruntime"], batch_sizes=[1, 32])
+        >>> print(results_table(report))
+    """
+    import numpy as np
+
+    protocol = protocol or timing.TimingProtocol()
+    sizes = _check_batch_sizes(batch_sizes)
+    if device not in DEVICES:
+        raise ValueError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}.")
+    paths = [baseline, *models]
+    names = list(names) if names is not None else [None] * len(paths)
+    if len(names) != len(paths):
+        raise ValueError(
+            f"got {len(names)} names for {len(paths)} models (baseline included); "
+            "pass one name per model or none."
+        )
+    sources = [open_source(p, n) for p, n in zip(paths, names)]
+    _check_names(sources)
+    workdir = workdir or tempfile.mkdtemp(prefix="keras_admm_profile_")
+    store = ModelStore(os.path.join(workdir, "onnx"))
+    # Engines first: TensorFlow threads can only be set before it initialises.
+    engine_objects = [create_engine(e, store, threads, jit) for e in engines]
+    input_shape = _check_input_shapes(store, sources)
+    stats = {s.name: store.stats(s) for s in sources}
+    rng = np.random.default_rng(seed)
+    results, engine_settings = [], {}
+    for engine in engine_objects:
+        engine_device = engine.resolve_device(device)
+        for batch_size in sizes:
+            inputs = rng.standard_normal((batch_size, *input_shape), "float32")
+            runners = {
+                s.name: engine.runner(s, batch_size, engine_device, inputs)
+                for s in sources
+            }
+            _LOG.info(
+                "timing %s batch %d on %s", engine.name, batch_size, engine_device
+            )
+            samples = timing.time_interleaved(runners, protocol)
+            results += _result_rows(
+                engine.name, engine_device, batch_size, samples, stats, sources[0].name
+            )
+        engine_settings[engine.name] = {"device": engine_device, **engine.settings()}
+    return {
+        "environment": environment.environment_info(),
+        "protocol": {
+            "warmup": protocol.warmup,
+            "min_repeats": protocol.min_repeats,
+            "min_time_s": protocol.min_time_s,
+            "max_time_s": protocol.max_time_s,
+            "order": "interleaved round-robin, start rotated every round",
+        },
+        "engines": engine_settings,
+        "baseline": sources[0].name,
+        "models": [stats[s.name] for s in sources],
+        "results": results,
+        "notes": list(notes),
+    }

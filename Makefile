@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-profile wheel clean
+.PHONY: venv demo test lint bench bench-profile bench-compact fuzz wheel clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ bench: venv
 
 bench-profile: venv
 	$(PY) tools/bench_profile.py --out_dir docs/perf
+
+bench-compact: venv
+	$(PY) tools/bench_compact.py
+
+fuzz: venv
+	$(PY) tools/fuzz_compact.py --num_graphs 200
 
 wheel: venv
 	$(PY) -m pip install --quiet build

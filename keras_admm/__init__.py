@@ -23,13 +23,17 @@ _EXPORTS = {
     "ADMMLogger": "keras_admm.callbacks",
     "ADMMRegularizer": "keras_admm.regularizers",
     "ADMMWrapper": "keras_admm.optimizers",
+    "CompactionSummary": "keras_admm.compaction",
+    "DependencyGraph": "keras_admm.graph",
     "ExportError": "keras_admm.exporting",
     "ExportResult": "keras_admm.exporting",
     "ExportVerificationError": "keras_admm.exporting",
     "LayerTarget": "keras_admm.plan",
     "MaskedWrapper": "keras_admm.optimizers",
+    "GroupProjection": "keras_admm.graph",
     "PruningPlan": "keras_admm.plan",
     "apply_masks": "keras_admm.masks",
+    "compact": "keras_admm.compaction",
     "count_flops": "keras_admm.profiling",
     "export": "keras_admm.exporting",
     "find_admm_wrapper": "keras_admm.optimizers",
@@ -39,7 +43,7 @@ _EXPORTS = {
     "register_flops": "keras_admm.profiling",
     "sparsity_report": "keras_admm.masks",
 }
-_SUBMODULES = ("layers_registry", "profiling", "sparsity")
+_SUBMODULES = ("graph", "layers", "layers_registry", "profiling", "sparsity")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

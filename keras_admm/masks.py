@@ -118,7 +118,7 @@ def planned_kernels(model, plan) -> list:
 
 
 # ------------------------------------------------------------------- masks
-def hard_prune(model, plan) -> dict[str, np.ndarray]:
+def hard_prune(model, plan, graph=None) -> dict[str, np.ndarray]:
     """Project every planned kernel onto its sparsity set, in place.
 
     W <- Proj_S(W) for each planned layer: the step between the ADMM phase and
@@ -129,10 +129,16 @@ def hard_prune(model, plan) -> dict[str, np.ndarray]:
         model: a built Keras model.
         plan: a PruningPlan (resolved against `model` here if it is not yet) or
             a dict of rules such as {"conv2": "filter:0.5"}.
+        graph: None for per-layer projections; True or a
+            `keras_admm.graph.DependencyGraph` of `model` for group-aware
+            Filter / Channel pruning (`keras_admm.graph.group_masks`): coupled
+            channels (residual Adds, Concatenate, depthwise, Flatten) are cut
+            at the same index in every member, so `compact` can remove them.
 
     Returns:
         {weight_path: mask}: a 0/1 float32 NumPy array per planned kernel, the
-        mask of its projection (1 = kept). Feed it to `MaskedWrapper`.
+        mask of its projection (1 = kept). Feed it to `MaskedWrapper`. With a
+        graph, also the masks of the other kernels a group cut touches.
 
     Raises:
         TypeError: `plan` is not a PruningPlan or a dict.
@@ -144,6 +150,14 @@ def hard_prune(model, plan) -> dict[str, np.ndarray]:
         masks = hard_prune(model, PruningPlan.uniform(model, "filter:0.5"))
         model.compile(optimizer=MaskedWrapper(keras.optimizers.Adam(), masks), ...)
     """
+    if graph is not None and graph is not False:
+        from keras_admm import graph as graph_lib
+
+        if graph is True:
+            graph = graph_lib.DependencyGraph.from_model(model)
+        masks = graph_lib.group_masks(model, plan, graph=graph)
+        apply_masks(model, masks)
+        return masks
     pairs = planned_kernels(model, plan)
     updates = []
     for target, variable in pairs:

@@ -267,6 +267,12 @@ class ADMMWrapper(_OptimizerWrapper):
         rho_max: upper bound of rho (>= rho).
         admm_steps: optimizer steps between Z/U updates (>= 1); about one
             epoch's worth of steps is a good start.
+        projection: optional joint projection of all planned kernels, an
+            object with `project({weight_path: W + U}, targets) -> {path: Z}`
+            and `get_config()`, e.g. `keras_admm.graph.GroupProjection
+            .from_plan(model, plan)` so that coupled channels (residual Adds,
+            Concatenate, depthwise) are cut at the same index everywhere.
+            None projects each kernel on its own sparsity set.
         name: optional name.
 
     Example:
@@ -286,9 +292,20 @@ class ADMMWrapper(_OptimizerWrapper):
         rho_multiplier=1.3,
         rho_max=1.0,
         admm_steps=100,
+        projection=None,
         name=None,
         **kwargs,
     ):
+        if isinstance(projection, dict):
+            projection = keras.saving.deserialize_keras_object(projection)
+        if projection is not None and not callable(
+            getattr(projection, "project", None)
+        ):
+            raise TypeError(
+                f"ADMMWrapper `projection` must have a project(values, targets) "
+                f"method, got {projection!r}. Use "
+                "keras_admm.graph.GroupProjection.from_plan(model, plan)."
+            )
         if isinstance(plan, dict):
             plan = PruningPlan.from_dict(plan)
         if not isinstance(plan, PruningPlan):
@@ -322,6 +339,16 @@ class ADMMWrapper(_OptimizerWrapper):
         self.rho_multiplier = rho_multiplier
         self.rho_max = rho_max
         self.admm_steps = int(admm_steps)
+        self.projection = projection
+
+    def _project(self, values):
+        """{weight_path: Proj(value)} for every planned kernel."""
+        if self.projection is not None:
+            return self.projection.project(values, self.plan.targets)
+        return {
+            t.weight_path: t.sparsity.project(values[t.weight_path], t.layout)
+            for t in self.plan.targets
+        }
 
     @tracking.no_automatic_dependency_tracking
     def _build_own(self, var_list):
@@ -331,6 +358,20 @@ class ADMMWrapper(_OptimizerWrapper):
         )
         self._admm = []
         self._admm_by_key = {}
+        initial = {}  # Proj(W) of every kernel, computed on first use
+
+        def initial_z(path):
+            if not initial:
+                initial.update(
+                    self._project(
+                        {
+                            t.weight_path: ops.convert_to_tensor(matched[t.weight_path])
+                            for t in targets
+                        }
+                    )
+                )
+            return initial[path]
+
         for target in targets:
             weight = matched[target.weight_path]
             if tuple(weight.shape) != tuple(target.kernel_shape):
@@ -340,12 +381,9 @@ class ADMMWrapper(_OptimizerWrapper):
                     f"'{weight.path}' has shape {tuple(weight.shape)}. Resolve the "
                     "plan again on this model."
                 )
-            sparsity, layout = target.sparsity, target.layout
 
-            def init_z(
-                shape, dtype=None, weight=weight, sparsity=sparsity, layout=layout
-            ):
-                return ops.cast(sparsity.project(weight, layout), dtype or weight.dtype)
+            def init_z(shape, dtype=None, weight=weight, path=target.weight_path):
+                return ops.cast(initial_z(path), dtype or weight.dtype)
 
             state = {
                 "layer_name": target.layer_name,
@@ -402,11 +440,17 @@ class ADMMWrapper(_OptimizerWrapper):
         ops.cond(due, self._admm_update, lambda: None)
 
     def _admm_update(self):
+        projected = self._project(
+            {
+                state["target"].weight_path: ops.convert_to_tensor(state["weight"])
+                + state["u"]
+                for state in self._admm
+            }
+        )
         for state in self._admm:
             weight, z, u, rho = state["weight"], state["z"], state["u"], state["rho"]
-            target = state["target"]
             w = ops.convert_to_tensor(weight)
-            new_z = target.sparsity.project(w + u, target.layout)
+            new_z = projected[state["target"].weight_path]
             z.assign(new_z)
             u.assign(u + w - new_z)
             rho.assign(ops.minimum(rho * self.rho_multiplier, self.rho_max))
@@ -422,6 +466,9 @@ class ADMMWrapper(_OptimizerWrapper):
             "rho_multiplier": self.rho_multiplier,
             "rho_max": self.rho_max,
             "admm_steps": self.admm_steps,
+            "projection": None
+            if self.projection is None
+            else keras.saving.serialize_keras_object(self.projection),
         }
 
     @classmethod

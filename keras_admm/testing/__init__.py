@@ -1,0 +1,1 @@
+"""Test helpers shipped with keras-admm: the random-architecture fuzzer."""

@@ -1,0 +1,185 @@
+"""Turns a pruned .keras model into a smaller dense one and exports it, verified.
+
+    python tools/convert.py --model pruned.keras --output_dir exports/small \
+        --align 8 --formats keras,saved_model,onnx
+
+Loads the model, removes its pruned channels and filters with
+`keras_admm.compaction.compact`, writes the formats with `keras_admm.export`
+(each file reloaded and checked against the compact model), prints the compaction
+summary and the export table, and writes summary.json and summary.md next to the
+model files. The logic lives in the library; this script only wires flags to it.
+"""
+
+import importlib
+import json
+import logging
+import os
+import sys
+
+# TensorFlow's C++ INFO lines drown the tables; set before TensorFlow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from keras_admm import exporting  # noqa: E402
+from keras_admm.profiling import open_source  # noqa: E402
+
+_MODEL = flags.DEFINE_string(
+    "model", None, "The pruned model to convert: a .keras file.", required=True
+)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Directory for the model files and summaries.", required=True
+)
+_ALIGN = flags.DEFINE_integer(
+    "align", 1, "Round each kept channel count up to a multiple of this (1, 8, 16)."
+)
+_FORMATS = flags.DEFINE_list(
+    "formats", list(exporting.FORMATS), "Formats: keras, saved_model, onnx."
+)
+_VERIFY = flags.DEFINE_bool(
+    "verify", True, "Reload every file and check its outputs (--noverify skips)."
+)
+_RTOL = flags.DEFINE_float(
+    "rtol", 1e-4, "Allowed difference relative to an output's largest magnitude."
+)
+_ATOL = flags.DEFINE_float("atol", 1e-5, "Allowed absolute difference on top.")
+
+
+@flags.validator("align")
+def _check_align(value):
+    if value is None or value < 1:
+        raise flags.ValidationError(
+            f"--align must be >= 1, got {value}; 1 keeps the exact kept counts, "
+            "8 or 16 round them up for faster kernels."
+        )
+    return True
+
+
+@flags.validator("formats")
+def _check_formats(values):
+    unknown = [v for v in values if v not in exporting.FORMATS]
+    if unknown or not values:
+        raise flags.ValidationError(
+            f"--formats has unknown or no formats {unknown or values}; choose from "
+            f"{','.join(exporting.FORMATS)}, e.g. --formats keras,onnx."
+        )
+    return True
+
+
+@flags.multi_flags_validator(["rtol", "atol"])
+def _check_tolerances(values):
+    if values["rtol"] < 0 or values["atol"] < 0:
+        raise flags.ValidationError(
+            f"--rtol and --atol must be >= 0, got {values['rtol']} and "
+            f"{values['atol']}."
+        )
+    return True
+
+
+def _compaction():
+    """The compaction module, imported when needed (it may not be installed yet)."""
+    try:
+        return importlib.import_module("keras_admm.compaction")
+    except ImportError as error:
+        raise ImportError(
+            f"keras_admm.compaction is not available ({error}); install a "
+            "keras-admm version that provides compact()."
+        ) from error
+
+
+def _check_model_file(path):
+    """Cheap checks first: the file exists and is a .keras archive."""
+    source = open_source(path)  # missing file, not a zip, unknown format.
+    if source.kind != "keras":
+        raise ValueError(
+            f"'{path}' is a {source.kind} model; convert.py needs the .keras file "
+            "(the layer graph is what compaction rewrites)."
+        )
+
+
+def _load_model(path):
+    """Loads a .keras file, with errors that say what is wrong with it."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for bad archives.
+        raise ValueError(
+            f"could not load '{path}' as a Keras model ({type(error).__name__}: "
+            f"{error}); save it again with model.save(), and import the modules "
+            "that register its custom layers."
+        ) from error
+
+
+def _json_default(value):
+    """numpy scalars and arrays in compaction summaries become plain numbers."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _write_text(path, text):
+    """Writes through a temporary name, so a crash never leaves half a file."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def _write_summaries(output_dir, summary, result):
+    """summary.json and summary.md: compaction per layer, then the export table."""
+    data = {
+        "model": _MODEL.value,
+        "align": _ALIGN.value,
+        "compaction": summary.to_dict(),
+        "export": result.to_dict(),
+    }
+    json_path = os.path.join(output_dir, "summary.json")
+    _write_text(json_path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    markdown = (
+        f"# Conversion of `{_MODEL.value}` (align {_ALIGN.value})\n\n"
+        f"## Compaction\n\n{summary.to_markdown().rstrip()}\n\n"
+        f"## Export\n\n{result.to_markdown()}"
+    )
+    md_path = os.path.join(output_dir, "summary.md")
+    _write_text(md_path, markdown)
+    return json_path, md_path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; pass flags only.")
+    # absl turns on INFO logging; TensorFlow's and tf2onnx's is noise here.
+    for name in ("tensorflow", "tf2onnx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        _check_model_file(_MODEL.value)
+        compaction = _compaction()  # registers compaction's layers before loading.
+        model = _load_model(_MODEL.value)
+        small, summary = compaction.compact(
+            model, align=_ALIGN.value, return_summary=True
+        )
+        result = exporting.export(
+            small,
+            _OUTPUT_DIR.value,
+            formats=_FORMATS.value,
+            verify=_VERIFY.value,
+            rtol=_RTOL.value,
+            atol=_ATOL.value,
+        )
+    except (
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        ImportError,
+        exporting.ExportError,
+    ) as error:
+        sys.exit(f"error: {error}")
+    print(summary)
+    print()
+    print(result)
+    for path in _write_summaries(_OUTPUT_DIR.value, summary, result):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -35,6 +35,13 @@ def test_lenet5_example_pipeline(tmp_path):
     assert report["conv_flops_reduction"] == pytest.approx(3.776e6 / 608e3, rel=1e-3)
     assert report["weights_reduction"] > 15
     assert (tmp_path / "report.md").read_text().startswith("# LeNet-5")
+    small = report["compact_model"]
+    assert small["params"] < small["pruned_model_params"]
+    assert small["flops"] < small["dense_flops"]
+    assert small["max_abs_output_diff"] < 1e-4
+    assert small["accuracy"] == pytest.approx(report["accuracy"]["retrained"], abs=2e-3)
+    compact = keras.saving.load_model(tmp_path / "lenet5_compact.keras")
+    assert compact.get_layer("conv1").filters == 10  # 10 of 20 filters pruned away
 
     model = keras.saving.load_model(tmp_path / "lenet5_pruned.keras")
     conv2 = keras.ops.convert_to_numpy(model.get_layer("conv2").kernel)

@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
-from keras_admm.plan import PruningPlan, prunable_layers
+from keras_admm.plan import PruningPlan, find_variable, prunable_layers
 
 __all__ = [
     "hard_prune",
@@ -56,21 +56,6 @@ def _as_resolved_plan(model, plan) -> PruningPlan:
     return plan if plan.resolved else plan.resolve(model)
 
 
-def _find_variable(variables, path):
-    """The variable at `path`, else the one variable ending in its "layer/name".
-
-    The fallback lets a plan or masks computed on one instance of an
-    architecture ("sequential/conv2/kernel") fit a rebuilt one
-    ("sequential_2/conv2/kernel"), as ADMMWrapper and MaskedWrapper do.
-    """
-    for variable in variables:
-        if variable.path == path:
-            return variable
-    tail = "/".join(path.split("/")[-2:])
-    candidates = [v for v in variables if v.path == tail or v.path.endswith("/" + tail)]
-    return candidates[0] if len(candidates) == 1 else None
-
-
 def planned_kernels(model, plan) -> list:
     """The (LayerTarget, kernel variable) pairs of `plan` in `model`, checked.
 
@@ -95,7 +80,7 @@ def planned_kernels(model, plan) -> list:
     variables = model.weights
     pairs = []
     for target in resolved.targets:
-        variable = _find_variable(variables, target.weight_path)
+        variable = find_variable(variables, target.weight_path)
         if variable is None:
             raise ValueError(
                 f"The plan prunes layer '{target.layer_name}' through variable "
@@ -224,7 +209,7 @@ def apply_masks(model, masks) -> None:
     """
     checked = []
     for path, mask in masks.items():
-        variable = _find_variable(model.weights, path)
+        variable = find_variable(model.weights, path)
         if variable is None:
             raise ValueError(
                 f"Mask for '{path}': no such variable in model '{model.name}'. "

@@ -23,14 +23,14 @@ Example:
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
 from keras.src.utils import tracking
 
-from keras_admm.plan import PruningPlan
+from keras_admm.admm import check_settings, update_z_u_rho
+from keras_admm.plan import PruningPlan, find_variable
+from keras_admm.regularizers import primal_residuals
 
 __all__ = ["ADMMWrapper", "MaskedWrapper", "find_admm_wrapper"]
 
@@ -90,33 +90,20 @@ def _check_inner(wrapper_name, inner_optimizer):
 
 
 def _match_variables(paths, variables, wrapper_name):
-    """Map each weight path to its variable in `variables`.
-
-    An exact `variable.path` match wins; otherwise the last two components
-    ("layer/kernel") must match exactly one variable, so a plan resolved on one
-    instance of an architecture also fits a rebuilt one (e.g. "sequential_2").
-    """
-    by_path = {v.path: v for v in variables}
+    """Map each weight path to its variable (see `plan.find_variable`)."""
     matched = {}
     for path in paths:
-        if path in by_path:
-            matched[path] = by_path[path]
-            continue
-        tail = "/".join(path.split("/")[-2:])
-        candidates = [
-            v for v in variables if v.path.endswith("/" + tail) or v.path == tail
-        ]
-        if len(candidates) != 1:
+        variable = find_variable(variables, path)
+        if variable is None:
             known = ", ".join(v.path for v in variables[:12])
             if len(variables) > 12:
                 known += ", ..."
             raise ValueError(
                 f"{wrapper_name} has state for weight '{path}', but the variables "
-                f"it is built on have {'no' if not candidates else 'several'} "
-                f"match for it (variables: {known}). "
+                f"it is built on have no single match for it (variables: {known}). "
                 "Resolve the plan (or compute the masks) on the model you compile."
             )
-        matched[path] = candidates[0]
+        matched[path] = variable
     return matched
 
 
@@ -235,18 +222,6 @@ class _OptimizerWrapper(keras.optimizers.Optimizer):
         return variable
 
 
-def _check_positive(name, value, minimum=0.0, inclusive=False, fix=""):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"ADMMWrapper `{name}` must be a number, got {value!r}.")
-    bad = value < minimum if inclusive else value <= minimum
-    if bad or np.isnan(value):
-        relation = ">=" if inclusive else ">"
-        raise ValueError(
-            f"ADMMWrapper `{name}` must be {relation} {minimum}, got {value!r}. {fix}"
-        )
-    return float(value)
-
-
 @keras.saving.register_keras_serializable(package="keras_admm")
 class ADMMWrapper(_OptimizerWrapper):
     """Trains towards a structured-sparse model with ADMM.
@@ -319,20 +294,9 @@ class ADMMWrapper(_OptimizerWrapper):
                 "each kernel's variable and layout. Pass plan.resolve(model) (or "
                 "a plan from PruningPlan.uniform(model, ...))."
             )
-        rho = _check_positive("rho", rho, fix="Try 1e-3.")
-        rho_multiplier = _check_positive(
-            "rho_multiplier", rho_multiplier, 1.0, True, "Use 1.0 for a fixed rho."
+        rho, rho_multiplier, rho_max, admm_steps = check_settings(
+            "ADMMWrapper", rho, rho_multiplier, rho_max, admm_steps
         )
-        rho_max = _check_positive("rho_max", rho_max, rho, True, "Set rho_max >= rho.")
-        if isinstance(admm_steps, bool) or not isinstance(admm_steps, numbers.Integral):
-            raise TypeError(
-                f"ADMMWrapper `admm_steps` must be an int, got {admm_steps!r}."
-            )
-        if admm_steps < 1:
-            raise ValueError(
-                f"ADMMWrapper `admm_steps` must be >= 1, got {admm_steps}. It is the "
-                "number of optimizer steps between Z/U updates, e.g. one epoch."
-            )
         super().__init__(inner_optimizer, name=name, **kwargs)
         self.plan = plan
         self.rho = rho
@@ -409,14 +373,7 @@ class ADMMWrapper(_OptimizerWrapper):
 
     def residuals(self) -> dict[str, float]:
         """Primal residual ||W - Z|| / ||W|| per planned layer."""
-        result = {}
-        for state in self.admm_state():
-            w = ops.convert_to_numpy(state["weight"]).astype("float64")
-            z = ops.convert_to_numpy(state["z"]).astype("float64")
-            result[state["layer_name"]] = float(
-                np.linalg.norm(w - z) / max(np.linalg.norm(w), 1e-12)
-            )
-        return result
+        return primal_residuals(self.admm_state())
 
     def _transform_grads(self, grads, variables):
         replicas = _num_replicas()
@@ -440,20 +397,7 @@ class ADMMWrapper(_OptimizerWrapper):
         ops.cond(due, self._admm_update, lambda: None)
 
     def _admm_update(self):
-        projected = self._project(
-            {
-                state["target"].weight_path: ops.convert_to_tensor(state["weight"])
-                + state["u"]
-                for state in self._admm
-            }
-        )
-        for state in self._admm:
-            weight, z, u, rho = state["weight"], state["z"], state["u"], state["rho"]
-            w = ops.convert_to_tensor(weight)
-            new_z = projected[state["target"].weight_path]
-            z.assign(new_z)
-            u.assign(u + w - new_z)
-            rho.assign(ops.minimum(rho * self.rho_multiplier, self.rho_max))
+        update_z_u_rho(self._admm, self._project, self.rho_multiplier, self.rho_max)
 
     def get_config(self):
         return {

@@ -38,7 +38,7 @@ import keras
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
 
-__all__ = ["PruningPlan", "LayerTarget", "prunable_layers"]
+__all__ = ["PruningPlan", "LayerTarget", "find_variable", "prunable_layers"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -103,6 +103,21 @@ def all_layers(model) -> list:
 def prunable_layers(model) -> list:
     """Every layer of `model` (nested models included) with a prunable kernel."""
     return [layer for layer in all_layers(model) if layers_registry.kernel_spec(layer)]
+
+
+def find_variable(variables, path):
+    """The variable at `path`, else the one variable ending in its "layer/name".
+
+    The fallback lets a plan or masks computed on one instance of an
+    architecture ("sequential/conv2/kernel") fit a rebuilt one
+    ("sequential_2/conv2/kernel"). Returns None when there is no single match.
+    """
+    for variable in variables:
+        if variable.path == path:
+            return variable
+    tail = "/".join(path.split("/")[-2:])
+    candidates = [v for v in variables if v.path == tail or v.path.endswith("/" + tail)]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 class _ClassName(str):

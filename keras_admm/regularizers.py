@@ -14,12 +14,10 @@ Z = Proj(W) and U = 0 when the regularizer is built.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
+from keras_admm.admm import check_settings, update_z_u_rho
 from keras_admm.masks import planned_kernels
 from keras_admm.plan import PruningPlan
 
@@ -50,17 +48,6 @@ def primal_residuals(admm_state) -> dict[str, float]:
         state["layer_name"]: primal_residual(state["weight"], state["z"])
         for state in admm_state
     }
-
-
-def _check_number(name, value, fix):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"ADMMRegularizer `{name}` must be a number, got {value!r} "
-            f"({type(value).__name__}). {fix}"
-        )
-    if math.isnan(value):
-        raise ValueError(f"ADMMRegularizer `{name}` must not be NaN. {fix}")
-    return float(value)
 
 
 class ADMMRegularizer:
@@ -117,37 +104,9 @@ class ADMMRegularizer:
     """
 
     def __init__(self, plan, rho=1e-3, rho_multiplier=1.3, rho_max=1.0, admm_steps=100):
-        rho = _check_number("rho", rho, "Pass a positive penalty such as 1e-3.")
-        if rho <= 0:
-            raise ValueError(
-                f"ADMMRegularizer `rho` must be > 0, got {rho!r}. Pass a positive "
-                "penalty such as rho=1e-3."
-            )
-        rho_multiplier = _check_number(
-            "rho_multiplier", rho_multiplier, "Use 1.0 for a fixed rho."
+        rho, rho_multiplier, rho_max, admm_steps = check_settings(
+            "ADMMRegularizer", rho, rho_multiplier, rho_max, admm_steps
         )
-        if rho_multiplier < 1:
-            raise ValueError(
-                f"ADMMRegularizer `rho_multiplier` must be >= 1, got "
-                f"{rho_multiplier!r}: rho may only grow. Use 1.0 for a fixed rho, "
-                "or e.g. 1.3 to grow it at every Z/U update."
-            )
-        rho_max = _check_number("rho_max", rho_max, "Set rho_max >= rho.")
-        if rho_max < rho:
-            raise ValueError(
-                f"ADMMRegularizer `rho_max` ({rho_max!r}) must be >= rho ({rho!r}). "
-                f"Set rho_max >= {rho!r}, or lower rho."
-            )
-        if isinstance(admm_steps, bool) or not isinstance(admm_steps, numbers.Integral):
-            raise TypeError(
-                f"ADMMRegularizer `admm_steps` must be an int, got {admm_steps!r} "
-                f"({type(admm_steps).__name__}). Pass e.g. admm_steps=100."
-            )
-        if admm_steps < 1:
-            raise ValueError(
-                f"ADMMRegularizer `admm_steps` must be >= 1, got {admm_steps}. It is "
-                "the number of optimizer steps between Z/U updates, e.g. one epoch."
-            )
         if isinstance(plan, dict):
             plan = PruningPlan(plan)
         if not isinstance(plan, PruningPlan):
@@ -305,13 +264,15 @@ class ADMMRegularizer:
         return ops.cond(due, update, lambda: ops.convert_to_tensor(False))
 
     def _update_z_u_rho(self):
-        for state in self._state:
-            target, z, u, rho = state["target"], state["z"], state["u"], state["rho"]
-            w = ops.cast(state["weight"], "float32")
-            new_z = target.sparsity.project(w + u, target.layout)
-            z.assign(new_z)
-            u.assign(u + w - new_z)
-            rho.assign(ops.minimum(rho * self.rho_multiplier, self.rho_max))
+        def project(values):
+            return {
+                s["target"].weight_path: s["target"].sparsity.project(
+                    values[s["target"].weight_path], s["target"].layout
+                )
+                for s in self._state
+            }
+
+        update_z_u_rho(self._state, project, self.rho_multiplier, self.rho_max)
 
     def residuals(self, model=None) -> dict[str, float]:
         """{layer_name: ||W - Z|| / ||W||}: the primal residual per planned layer.

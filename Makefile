@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-profile bench-compact fuzz wheel clean
+.PHONY: venv demo test lint bench bench-profile bench-compact fuzz compare compare-quick wheel clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ bench-compact: venv
 
 fuzz: venv
 	$(PY) tools/fuzz_compact.py --num_graphs 200
+
+compare: venv
+	$(PY) tools/compare.py --output_dir runs/compare/full
+
+compare-quick: venv
+	$(PY) tools/compare.py --quick
 
 wheel: venv
 	$(PY) -m pip install --quiet build

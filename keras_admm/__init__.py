@@ -43,7 +43,15 @@ _EXPORTS = {
     "register_flops": "keras_admm.profiling",
     "sparsity_report": "keras_admm.masks",
 }
-_SUBMODULES = ("graph", "layers", "layers_registry", "profiling", "sparsity")
+_SUBMODULES = (
+    "baselines",
+    "comparison",
+    "graph",
+    "layers",
+    "layers_registry",
+    "profiling",
+    "sparsity",
+)
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 
 import keras
@@ -49,6 +48,7 @@ import numpy as np
 
 from keras_admm import graph as graph_lib
 from keras_admm.layers import ColumnSparseConv2D, same_padding
+from keras_admm.tables import dump_json, factor, human, text_table
 
 __all__ = [
     "compact",
@@ -679,15 +679,6 @@ def _layer_rows(model):
     return rows
 
 
-def _human(n):
-    if n is None:
-        return "-"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return str(int(n))
-
-
 def _shape_text(shape):
     if shape is None:
         return "-"
@@ -742,11 +733,7 @@ class CompactionSummary:
 
     def to_json(self, path=None, indent=2) -> str:
         """The summary as JSON; also written to `path` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     def _cells(self):
         cells = []
@@ -757,25 +744,22 @@ class CompactionSummary:
             shape = _shape_text(r["shape_before"])
             if r["shape_after"] != r["shape_before"]:
                 shape += f" -> {_shape_text(r['shape_after'])}"
-            params = _human(r["params_before"])
+            params = human(r["params_before"])
             if r["params_after"] != r["params_before"]:
-                params += f" -> {_human(r['params_after'])}"
-            flops = _human(r["flops_before"])
+                params += f" -> {human(r['params_after'])}"
+            flops = human(r["flops_before"])
             if r["flops_after"] != r["flops_before"]:
-                flops += f" -> {_human(r['flops_after'])}"
+                flops += f" -> {human(r['flops_after'])}"
             cells.append((r["layer"], cls, shape, params, flops, r["note"]))
         return cells
 
     def _total_lines(self):
         t = self.totals
 
-        def factor(x):
-            return "-" if x is None else f"{x:.2f}x"
-
         lines = [
-            f"params: {_human(t['params_before'])} -> {_human(t['params_after'])} "
+            f"params: {human(t['params_before'])} -> {human(t['params_after'])} "
             f"({factor(t['params_reduction'])} fewer)",
-            f"FLOPs: {_human(t['flops_before'])} -> {_human(t['flops_after'])} "
+            f"FLOPs: {human(t['flops_before'])} -> {human(t['flops_after'])} "
             f"({factor(t['flops_reduction'])} fewer)",
             f"channels removed: {self.removed_channels} of "
             f"{self.removed_channels + self.kept_channels} (align={self.align})",
@@ -787,17 +771,9 @@ class CompactionSummary:
         return lines
 
     def __str__(self):
-        table = [self._HEADERS, *self._cells()]
-        widths = [max(len(str(r[i])) for r in table) for i in range(len(self._HEADERS))]
-
-        def line(cells):
-            return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-        rule = "-" * len(line(self._HEADERS))
-        return "\n".join(
-            [line(self._HEADERS), rule, *(line(r) for r in table[1:]), rule]
-            + self._total_lines()
-        )
+        table = text_table(self._HEADERS, self._cells())
+        rule = "-" * len(table.splitlines()[1])
+        return "\n".join([table, rule, *self._total_lines()])
 
     def to_markdown(self) -> str:
         """The table and totals as GitHub-flavoured Markdown."""
@@ -812,8 +788,8 @@ class CompactionSummary:
         t = self.totals
         return (
             f"CompactionSummary({len(self.rows)} layers, params "
-            f"{_human(t['params_before'])} -> {_human(t['params_after'])}, FLOPs "
-            f"{_human(t['flops_before'])} -> {_human(t['flops_after'])})"
+            f"{human(t['params_before'])} -> {human(t['params_after'])}, FLOPs "
+            f"{human(t['flops_before'])} -> {human(t['flops_after'])})"
         )
 
 

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 
 import keras
@@ -30,6 +29,7 @@ import numpy as np
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
 from keras_admm.plan import PruningPlan, find_variable, prunable_layers
+from keras_admm.tables import dump_json, factor, human, text_table
 
 __all__ = [
     "hard_prune",
@@ -407,19 +407,6 @@ def sparsity_report(model, plan=None, flops=True) -> SparsityReport:
     return SparsityReport(rows)
 
 
-def _human(n):
-    if n is None:
-        return "-"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return str(int(n))
-
-
-def _factor(x):
-    return "-" if x is None else f"{x:.2f}x"
-
-
 class SparsityReport:
     """The result of `sparsity_report`: rows per layer and model totals.
 
@@ -480,11 +467,7 @@ class SparsityReport:
 
     def to_json(self, path=None, indent=2) -> str:
         """The report as JSON text; also written to `path` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     # -------------------------------------------------------------- as text
     def _cells(self):
@@ -500,10 +483,10 @@ class SparsityReport:
                     row["sparsity"],
                     groups,
                     f"{100 * row['weight_sparsity']:.1f}%",
-                    _human(row["params_before"]),
-                    _human(row["params_after"]),
-                    _human(row["flops_before"]),
-                    _human(row["flops_after"]),
+                    human(row["params_before"]),
+                    human(row["params_after"]),
+                    human(row["flops_before"]),
+                    human(row["flops_after"]),
                 )
             )
         return table
@@ -511,31 +494,19 @@ class SparsityReport:
     def _total_lines(self):
         t = self.totals
         return [
-            f"conv FLOPs: {_human(t['conv_flops_before'])} -> "
-            f"{_human(t['conv_flops_after'])} "
-            f"({_factor(t['conv_flops_reduction'])} fewer)",
-            f"all FLOPs: {_human(t['flops_before'])} -> {_human(t['flops_after'])} "
-            f"({_factor(t['flops_reduction'])} fewer)",
-            f"kernel weights: {_human(t['params_before'])} -> "
-            f"{_human(t['params_after'])} ({_factor(t['params_reduction'])} fewer)",
+            f"conv FLOPs: {human(t['conv_flops_before'])} -> "
+            f"{human(t['conv_flops_after'])} "
+            f"({factor(t['conv_flops_reduction'])} fewer)",
+            f"all FLOPs: {human(t['flops_before'])} -> {human(t['flops_after'])} "
+            f"({factor(t['flops_reduction'])} fewer)",
+            f"kernel weights: {human(t['params_before'])} -> "
+            f"{human(t['params_after'])} ({factor(t['params_reduction'])} fewer)",
         ]
 
     def __str__(self):
-        table = [self._HEADERS, *self._cells()]
-        widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
-        numeric = set(range(4, len(widths)))
-
-        def line(cells):
-            return "  ".join(
-                str(c).rjust(w) if i in numeric else str(c).ljust(w)
-                for i, (c, w) in enumerate(zip(cells, widths))
-            ).rstrip()
-
-        rule = "-" * len(line(self._HEADERS))
-        return "\n".join(
-            [line(self._HEADERS), rule, *(line(r) for r in table[1:]), rule]
-            + self._total_lines()
-        )
+        table = text_table(self._HEADERS, self._cells(), numeric=range(4, 9))
+        rule = "-" * len(table.splitlines()[1])
+        return "\n".join([table, rule, *self._total_lines()])
 
     def to_markdown(self) -> str:
         """The table and totals as GitHub-flavoured Markdown."""
@@ -548,6 +519,6 @@ class SparsityReport:
     def __repr__(self):
         return (
             f"SparsityReport({len(self.rows)} layers, conv FLOPs reduction "
-            f"{_factor(self.totals['conv_flops_reduction'])}, weights reduction "
-            f"{_factor(self.totals['params_reduction'])})"
+            f"{factor(self.totals['conv_flops_reduction'])}, weights reduction "
+            f"{factor(self.totals['params_reduction'])})"
         )

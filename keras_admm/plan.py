@@ -37,6 +37,7 @@ import keras
 
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.tables import dump_json
 
 __all__ = ["PruningPlan", "LayerTarget", "find_variable", "prunable_layers"]
 
@@ -349,11 +350,7 @@ class PruningPlan:
 
     def to_json(self, path=None, indent=2) -> str:
         """The plan as JSON text; also written to `path` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     @classmethod
     def from_json(cls, text_or_path: str) -> PruningPlan:

@@ -1,16 +1,29 @@
-"""Benchmark: dense VGG-16-CIFAR and AlexNet against narrower forms, TF and ORT.
+"""Benchmark: dense VGG-16-CIFAR and AlexNet against their pruned forms, TF and ORT.
 
     python tools/bench_profile.py --out_dir docs/perf
 
-Builds each dense model and forms keeping 50% and 35% of the channels of every
-hidden conv / dense layer, unaligned and with counts rounded up to multiples of 8
-and 16, saves them as .keras files, and times them with keras_admm.profiling on the
-tf and onnxruntime engines at batch sizes 1 and 32, all models of one engine x
-batch size interleaved round-robin. compact() does not exist yet, so these
-hand-built narrower models (random weights) stand in for its output. Writes
-<family>.json/.csv/.md and plots per family, plus summary.md, into --out_dir.
+Builds each dense model (random weights, non-zero biases and BN statistics,
+fixed seed) and, by default (--forms=compact), makes its pruned forms the real
+way: a group-aware Filter plan (`PruningPlan.uniform(model, "filter:<1 - keep>",
+skip_first=False, skip_last=True)`, i.e. every hidden conv / Dense layer, the
+classifier output kept) is applied with `keras_admm.hard_prune(model, plan,
+graph=True)`, then `keras_admm.compact(model, align=a)` is called for every
+--aligns value. Each compact model's output is checked against the pruned
+model's on a random batch (max relative difference <= --max_rel_diff, else the
+run stops), and the kept channel counts of every conv / Dense layer are
+recorded in <family>_forms.json.
+With --forms=hand the narrower models are built by hand instead (the same
+architecture with round(channels x keep) channels rounded up to the multiple),
+as before compact() existed; keep it for comparison.
+
+Forms whose channel counts equal an earlier form's are timed once. All models
+of one engine x batch size are timed interleaved round-robin with
+keras_admm.profiling on the tf and onnxruntime engines at batch sizes 1 and 32.
+Writes <family>.json/.csv/.md, plots and <family>_forms.json per family, plus
+summary.md, into --out_dir.
 """
 
+import json
 import math
 import os
 import sys
@@ -27,6 +40,13 @@ from absl import app, flags  # noqa: E402
 
 _FAMILIES = ("vgg16_cifar", "alexnet")
 _FAMILY = flags.DEFINE_list("families", list(_FAMILIES), "Model families to run.")
+_FORMS = flags.DEFINE_enum(
+    "forms",
+    "compact",
+    ["compact", "hand"],
+    "compact: hard_prune(graph=True) + compact(align=a); hand: narrower models "
+    "built by hand (the stand-in used before compact() existed).",
+)
 _KEEPS = flags.DEFINE_list("keeps", ["0.5", "0.35"], "Fractions of channels kept.")
 _ALIGNS = flags.DEFINE_list("aligns", ["1", "8", "16"], "Channel multiples.")
 _ENGINES = flags.DEFINE_list("engines", ["tf", "onnxruntime"], "Engines to time.")
@@ -35,6 +55,11 @@ _THREADS = flags.DEFINE_integer("threads", None, "Intra-op threads (default: cor
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls per model.")
 _MIN_REPEATS = flags.DEFINE_integer("min_repeats", 15, "Timed rounds, at least.")
 _MIN_TIME = flags.DEFINE_float("min_time_s", 20.0, "Seconds per loop, at least.")
+_MAX_REL_DIFF = flags.DEFINE_float(
+    "max_rel_diff",
+    1e-4,
+    "Largest max|pruned - compact| / max|pruned| accepted (--forms=compact).",
+)
 _OUT_DIR = flags.DEFINE_string("out_dir", "docs/perf", "Where reports go.")
 _WORK_DIR = flags.DEFINE_string(
     "work_dir", "runs/bench_profile", "Where the model files are written."
@@ -117,8 +142,8 @@ def _channel_signature(family, keep, align):
     return tuple(kept_channels(c, keep, align) for c in _HIDDEN_WIDTHS[family])
 
 
-def build_family(family, work_dir, keeps, aligns):
-    """Saves the dense model and its distinct narrower forms as .keras files.
+def build_hand_family(family, work_dir, keeps, aligns):
+    """Saves the dense model and its distinct hand-built narrower forms (.keras).
 
     Returns:
         (paths, names, notes): model files (dense first), their labels, and a note
@@ -126,7 +151,7 @@ def build_family(family, work_dir, keeps, aligns):
     """
     import keras
 
-    builder = {"vgg16_cifar": vgg16_cifar, "alexnet": alexnet}[family]
+    builder = _BUILDERS[family]
     os.makedirs(work_dir, exist_ok=True)
     paths, names, notes, seen = [], [], [], {}
     for name, keep, align in _variants(keeps, aligns):
@@ -143,6 +168,134 @@ def build_family(family, work_dir, keeps, aligns):
         names.append(name)
         keras.backend.clear_session()
     return paths, names, notes
+
+
+_BUILDERS = {"vgg16_cifar": vgg16_cifar, "alexnet": alexnet}
+
+
+def _layer_widths(model):
+    """{layer name: filters / units} of every Conv2D / Dense layer, in order."""
+    from keras import layers
+
+    widths = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            widths[layer.name] = int(layer.filters)
+        elif isinstance(layer, layers.Dense):
+            widths[layer.name] = int(layer.units)
+    return widths
+
+
+def prune_plan(model, keep):
+    """Group-aware Filter plan keeping `keep` of every hidden conv / Dense layer."""
+    import keras_admm
+
+    ratio = round(1.0 - keep, 6)
+    return keras_admm.PruningPlan.uniform(
+        model, f"filter:{ratio}", skip_first=False, skip_last=True
+    )
+
+
+def build_compact_family(family, work_dir, keeps, aligns, max_rel_diff, seed=0):
+    """Dense model, hard_prune(graph=True) per keep, compact(align=a) per align.
+
+    Every compact model's output on a random batch of 2 is compared with the
+    pruned model's; a max relative difference above `max_rel_diff` stops the run.
+
+    Returns:
+        (paths, names, notes, forms): model files (dense first), their labels, a
+        note per form skipped because its channel counts equal an earlier one's,
+        and one dict per form (kept channels per layer, checks, totals).
+    """
+    import keras
+    import numpy as np
+
+    import keras_admm
+    from keras_admm.testing import fuzz
+
+    os.makedirs(work_dir, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    dense = _BUILDERS[family](lambda c: c)
+    fuzz.randomize_weights(dense, seed)  # non-zero biases and BN statistics
+    dense_path = os.path.join(work_dir, f"{family}_dense.keras")
+    dense.save(dense_path)
+    shape = (2, *dense.input_shape[1:])
+    x = np.random.default_rng(seed).normal(size=shape).astype("float32")
+    dense_widths = _layer_widths(dense)
+    paths, names, notes = [dense_path], ["dense"], []
+    forms = [
+        {
+            "name": "dense",
+            "keep": 1.0,
+            "align": 1,
+            "kept_channels": dense_widths,
+            "params": int(dense.count_params()),
+        }
+    ]
+    seen = {tuple(dense_widths.values()): "dense"}
+    del dense
+    keras.backend.clear_session()
+    for keep in keeps:
+        pruned = keras.saving.load_model(dense_path)
+        plan = prune_plan(pruned, keep)
+        keras_admm.hard_prune(pruned, plan, graph=True)
+        expected = keras.ops.convert_to_numpy(pruned(x))
+        for align in aligns:
+            name = f"keep{round(keep * 100)}" + ("" if align == 1 else f"_a{align}")
+            small, summary = keras_admm.compact(
+                pruned, align=align, return_summary=True
+            )
+            error = fuzz.max_relative_error(expected, small(x))
+            if not error <= max_rel_diff:
+                raise RuntimeError(
+                    f"{family} {name}: compact() output differs from the pruned "
+                    f"model's by {error:.3g} (max relative), above --max_rel_diff="
+                    f"{max_rel_diff:g}. compact() is wrong for this model; do not "
+                    "time it."
+                )
+            widths = _layer_widths(small)
+            signature = tuple(widths.values())
+            totals = summary.totals
+            form = {
+                "name": name,
+                "keep": keep,
+                "align": align,
+                "plan": str(plan.rules[0][-1]),
+                "kept_channels": widths,
+                "max_rel_diff": error,
+                "params": int(small.count_params()),
+                "compact_flops_before": totals["flops_before"],
+                "compact_flops_after": totals["flops_after"],
+                "classes": sorted({type(layer).__name__ for layer in small.layers}),
+            }
+            print(f"{family} {name}: max rel diff {error:.2e}, kept {widths}")
+            if signature in seen:
+                form["same_as"] = seen[signature]
+                notes.append(f"{name} has the same channel counts as {seen[signature]}")
+            else:
+                seen[signature] = name
+                path = os.path.join(work_dir, f"{family}_{name}.keras")
+                small.save(path)
+                paths.append(path)
+                names.append(name)
+            forms.append(form)
+            del small
+        del pruned
+        keras.backend.clear_session()
+    return paths, names, notes, forms
+
+
+def _forms_lines(forms):
+    """One note per form: its kept channel counts (conv / Dense, in order)."""
+    lines = []
+    for form in forms[1:]:
+        counts = "/".join(str(c) for c in form["kept_channels"].values())
+        same = f" (same as {form['same_as']})" if "same_as" in form else ""
+        lines.append(
+            f"{form['name']}{same}: kept channels per conv/Dense layer {counts}; "
+            f"max rel diff compact vs pruned {form['max_rel_diff']:.2e}."
+        )
+    return lines
 
 
 def _summary_lines(reports):
@@ -190,13 +343,36 @@ def main(argv):
         min_time_s=_MIN_TIME.value,
     )
     reports = {}
+    os.makedirs(_OUT_DIR.value, exist_ok=True)
     for family in _FAMILY.value:
         work_dir = os.path.join(_WORK_DIR.value, family)
-        paths, names, skipped = build_family(family, work_dir, keeps, aligns)
+        if _FORMS.value == "compact":
+            paths, names, skipped, forms = build_compact_family(
+                family, work_dir, keeps, aligns, _MAX_REL_DIFF.value
+            )
+            forms_path = os.path.join(_OUT_DIR.value, f"{family}_forms.json")
+            with open(forms_path, "w", encoding="utf-8") as f:
+                json.dump(forms, f, indent=2)
+                f.write("\n")
+            made = [
+                "The pruned forms come from compact(): the dense model (random "
+                "weights, biases and BN statistics, seed 0) is hard-pruned with a "
+                "group-aware Filter plan (PruningPlan.uniform(model, "
+                "'filter:<1 - keep>', skip_first=False, skip_last=True); "
+                "hard_prune(model, plan, graph=True)), then compact(model, "
+                "align=a); each compact model matches the pruned model's output "
+                f"(max relative difference <= {_MAX_REL_DIFF.value:g}).",
+                *_forms_lines(forms),
+            ]
+        else:
+            paths, names, skipped = build_hand_family(family, work_dir, keeps, aligns)
+            made = [
+                "--forms=hand: the narrower models are built by hand (same "
+                "architecture, round(channels x keep) channels per hidden layer "
+                "rounded up to the multiple, random weights), not by compact()."
+            ]
         notes = [
-            "compact() does not exist yet: the narrower models are built by hand "
-            "(same architecture, fewer channels per hidden layer, random weights) "
-            "and stand in for its output.",
+            *made,
             "Forms skipped as duplicates: " + ("; ".join(skipped) or "none") + ".",
             "All models of one engine x batch size are timed interleaved "
             "round-robin in one loop, on a 2-core CPU shared with other processes.",

@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
-from keras_admm.plan import PruningPlan, find_variable, prunable_layers
+from keras_admm.plan import PruningPlan, as_plan, find_variable, prunable_layers
 from keras_admm.tables import dump_json, factor, human, text_table
 
 __all__ = [
@@ -45,14 +45,7 @@ _CONV_OPS = ("conv", "conv_transpose", "depthwise", "separable")
 
 # ------------------------------------------------------------------- plans
 def _as_resolved_plan(model, plan) -> PruningPlan:
-    if isinstance(plan, dict):
-        plan = PruningPlan(plan)
-    if not isinstance(plan, PruningPlan):
-        raise TypeError(
-            f"Expected a keras_admm.PruningPlan (or a dict of rules), got "
-            f"{type(plan).__name__}: {plan!r}. Build one with "
-            "PruningPlan({'conv2': 'filter:0.5'}) or PruningPlan.uniform(model, ...)."
-        )
+    plan = as_plan(plan, "hard_prune / sparsity_report")
     return plan if plan.resolved else plan.resolve(model)
 
 

@@ -39,7 +39,7 @@ from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
 from keras_admm.tables import dump_json
 
-__all__ = ["PruningPlan", "LayerTarget", "find_variable", "prunable_layers"]
+__all__ = ["PruningPlan", "LayerTarget", "as_plan", "find_variable", "prunable_layers"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -104,6 +104,23 @@ def all_layers(model) -> list:
 def prunable_layers(model) -> list:
     """Every layer of `model` (nested models included) with a prunable kernel."""
     return [layer for layer in all_layers(model) if layers_registry.kernel_spec(layer)]
+
+
+def as_plan(plan, owner="keras_admm") -> PruningPlan:
+    """`plan` itself, or a PruningPlan built from a dict of rules.
+
+    Raises:
+        TypeError: anything else, naming `owner` and how to build a plan.
+    """
+    if isinstance(plan, dict):
+        plan = PruningPlan(plan)
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(
+            f"{owner} needs a keras_admm.PruningPlan (or a dict of rules), got "
+            f"{type(plan).__name__}: {plan!r}. Build one with "
+            "PruningPlan({'conv2': 'filter:0.5'}) or PruningPlan.uniform(model, ...)."
+        )
+    return plan
 
 
 def find_variable(variables, path):

@@ -19,7 +19,7 @@ from keras import ops
 
 from keras_admm.admm import check_settings, update_z_u_rho
 from keras_admm.masks import planned_kernels
-from keras_admm.plan import PruningPlan
+from keras_admm.plan import as_plan
 
 __all__ = ["ADMMRegularizer", "primal_residual", "primal_residuals"]
 
@@ -107,15 +107,7 @@ class ADMMRegularizer:
         rho, rho_multiplier, rho_max, admm_steps = check_settings(
             "ADMMRegularizer", rho, rho_multiplier, rho_max, admm_steps
         )
-        if isinstance(plan, dict):
-            plan = PruningPlan(plan)
-        if not isinstance(plan, PruningPlan):
-            raise TypeError(
-                f"ADMMRegularizer needs a keras_admm.PruningPlan (or a dict of "
-                f"rules), got {type(plan).__name__}: {plan!r}. Build one with "
-                "PruningPlan({'conv2': 'filter:0.5'}) or PruningPlan.uniform(model, "
-                "...)."
-            )
+        plan = as_plan(plan, "ADMMRegularizer")
         self.plan = plan
         self.rho = rho
         self.rho_multiplier = rho_multiplier

@@ -67,7 +67,7 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
     return rho, rho_multiplier, rho_max, int(admm_steps)
 
 
-def update_z_u_rho(states, project, rho_multiplier, rho_max):
+def update_z_u_rho(states, project, rho_multiplier, rho_max, rescale_dual=False):
     """Z <- Proj(W + U), U <- U + W - Z, rho <- min(rho * multiplier, rho_max).
 
     Args:
@@ -75,6 +75,9 @@ def update_z_u_rho(states, project, rho_multiplier, rho_max):
         project: {weight_path: W + U} -> {weight_path: Z}, the (joint)
             projection onto the planned sparsity sets.
         rho_multiplier, rho_max: the rho schedule.
+        rescale_dual: also scale U by rho_old / rho_new, so that the unscaled
+            dual rho * U is unchanged when rho grows (Boyd et al. 2011,
+            section 3.4.1). Off by default, as in the StructADMM code.
     """
     weights = {
         s["target"].weight_path: ops.cast(
@@ -88,6 +91,10 @@ def update_z_u_rho(states, project, rho_multiplier, rho_max):
     for state in states:
         path = state["target"].weight_path
         new_z = projected[path]
+        new_u = state["u"] + weights[path] - new_z
+        new_rho = ops.minimum(state["rho"] * rho_multiplier, rho_max)
+        if rescale_dual:
+            new_u = new_u * ops.cast(state["rho"] / new_rho, new_u.dtype)
         state["z"].assign(new_z)
-        state["u"].assign(state["u"] + weights[path] - new_z)
-        state["rho"].assign(ops.minimum(state["rho"] * rho_multiplier, rho_max))
+        state["u"].assign(new_u)
+        state["rho"].assign(new_rho)

@@ -171,6 +171,7 @@ class MethodOptions:
     Attributes:
         rho: ADMM initial penalty.
         rho_multiplier: ADMM rho growth per Z/U update.
+        rescale_dual: ADMM scales U by rho_old / rho_new when rho grows.
         admm_updates: Z/U updates spread evenly over ADMM's phase 1.
         gradual_power: exponent of the polynomial schedule (tfmot: 3).
         gradual_updates: mask updates spread evenly over gradual's phase 1
@@ -181,6 +182,7 @@ class MethodOptions:
 
     rho: float = 3e-3
     rho_multiplier: float = 1.3
+    rescale_dual: bool = False
     admm_updates: int = 16
     gradual_power: float = 3.0
     gradual_updates: int = 16
@@ -805,6 +807,7 @@ def run_method(
                     rho=options.rho,
                     rho_multiplier=options.rho_multiplier,
                     admm_steps=admm_steps,
+                    rescale_dual=options.rescale_dual,
                 ),
                 options,
             )

@@ -242,6 +242,9 @@ class ADMMWrapper(_OptimizerWrapper):
         rho_max: upper bound of rho (>= rho).
         admm_steps: optimizer steps between Z/U updates (>= 1); about one
             epoch's worth of steps is a good start.
+        rescale_dual: scale U by rho_old / rho_new whenever rho grows, which
+            keeps the unscaled dual rho * U fixed (standard scaled ADMM with a
+            varying penalty). Off by default, as in the StructADMM code.
         projection: optional joint projection of all planned kernels, an
             object with `project({weight_path: W + U}, targets) -> {path: Z}`
             and `get_config()`, e.g. `keras_admm.graph.GroupProjection
@@ -267,6 +270,7 @@ class ADMMWrapper(_OptimizerWrapper):
         rho_multiplier=1.3,
         rho_max=1.0,
         admm_steps=100,
+        rescale_dual=False,
         projection=None,
         name=None,
         **kwargs,
@@ -302,7 +306,8 @@ class ADMMWrapper(_OptimizerWrapper):
         self.rho = rho
         self.rho_multiplier = rho_multiplier
         self.rho_max = rho_max
-        self.admm_steps = int(admm_steps)
+        self.admm_steps = admm_steps
+        self.rescale_dual = bool(rescale_dual)
         self.projection = projection
 
     def _project(self, values):
@@ -397,7 +402,13 @@ class ADMMWrapper(_OptimizerWrapper):
         ops.cond(due, self._admm_update, lambda: None)
 
     def _admm_update(self):
-        update_z_u_rho(self._admm, self._project, self.rho_multiplier, self.rho_max)
+        update_z_u_rho(
+            self._admm,
+            self._project,
+            self.rho_multiplier,
+            self.rho_max,
+            self.rescale_dual,
+        )
 
     def get_config(self):
         return {
@@ -410,6 +421,7 @@ class ADMMWrapper(_OptimizerWrapper):
             "rho_multiplier": self.rho_multiplier,
             "rho_max": self.rho_max,
             "admm_steps": self.admm_steps,
+            "rescale_dual": self.rescale_dual,
             "projection": None
             if self.projection is None
             else keras.saving.serialize_keras_object(self.projection),

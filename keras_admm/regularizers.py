@@ -69,6 +69,8 @@ class ADMMRegularizer:
         rho_max: upper bound of rho, >= rho.
         admm_steps: optimizer steps between Z/U updates, >= 1; about one
             epoch's worth of steps is a good start.
+        rescale_dual: scale U by rho_old / rho_new whenever rho grows (see
+            ADMMWrapper).
 
     Raises:
         TypeError / ValueError: a bad argument, naming the value and the fix.
@@ -103,7 +105,15 @@ class ADMMRegularizer:
         masks = keras_admm.hard_prune(model, reg.plan)  # then masked retraining
     """
 
-    def __init__(self, plan, rho=1e-3, rho_multiplier=1.3, rho_max=1.0, admm_steps=100):
+    def __init__(
+        self,
+        plan,
+        rho=1e-3,
+        rho_multiplier=1.3,
+        rho_max=1.0,
+        admm_steps=100,
+        rescale_dual=False,
+    ):
         rho, rho_multiplier, rho_max, admm_steps = check_settings(
             "ADMMRegularizer", rho, rho_multiplier, rho_max, admm_steps
         )
@@ -113,6 +123,7 @@ class ADMMRegularizer:
         self.rho_multiplier = rho_multiplier
         self.rho_max = rho_max
         self.admm_steps = int(admm_steps)
+        self.rescale_dual = bool(rescale_dual)
         self.built = False
         self._model = None
         self._state = []
@@ -264,7 +275,9 @@ class ADMMRegularizer:
                 for s in self._state
             }
 
-        update_z_u_rho(self._state, project, self.rho_multiplier, self.rho_max)
+        update_z_u_rho(
+            self._state, project, self.rho_multiplier, self.rho_max, self.rescale_dual
+        )
 
     def residuals(self, model=None) -> dict[str, float]:
         """{layer_name: ||W - Z|| / ||W||}: the primal residual per planned layer.

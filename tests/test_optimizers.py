@@ -92,6 +92,30 @@ def test_z_and_u_update_exactly_every_admm_steps():
     assert kept == 4
 
 
+def test_rescale_dual_keeps_rho_times_u_when_rho_grows():
+    model = small_net()
+    plan = PruningPlan({"c2": "filter:0.5"}).resolve(model)
+    optimizer = ADMMWrapper(
+        keras.optimizers.SGD(0.05),
+        plan,
+        rho=0.1,
+        rho_multiplier=2.0,
+        admm_steps=1,
+        rescale_dual=True,
+    )
+    optimizer.build(model.trainable_variables)
+    grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
+    optimizer.apply(grads, model.trainable_variables)
+    state = optimizer.admm_state()[0]
+    w = numpy_of(model.get_layer("c2").kernel)
+    z = numpy_of(state["z"])
+    # U = (0 + W - Z) * rho_old / rho_new = (W - Z) / 2, so rho * U is unchanged.
+    np.testing.assert_allclose(numpy_of(state["u"]), (w - z) / 2.0, atol=1e-7)
+    assert float(numpy_of(state["rho"])) == pytest.approx(0.2)
+    restored = ADMMWrapper.from_config(optimizer.get_config())
+    assert restored.rescale_dual is True
+
+
 def test_rho_is_capped_by_rho_max():
     model = small_net()
     plan = PruningPlan({"c2": "filter:0.5"}).resolve(model)

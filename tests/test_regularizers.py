@@ -231,3 +231,19 @@ def test_custom_loop_drives_the_residual_down():
     kernel = to_numpy(model.get_layer("fc").kernel)
     row_norms = np.linalg.norm(kernel, axis=1)
     assert (row_norms > 0.05 * row_norms.max()).sum() == 8
+
+
+def test_rescale_dual_scales_u_by_rho_old_over_rho_new(lenet_model):
+    reg = ADMMRegularizer(
+        RULES, rho=0.1, rho_multiplier=2.0, admm_steps=1, rescale_dual=True
+    ).build(lenet_model)
+    for state in reg.admm_state():
+        w = to_numpy(state["weight"])
+        state["weight"].assign(w + 0.1)
+    moved = numpy_state(reg)
+    assert bool(reg.step(lenet_model))
+    for m, n in zip(moved, numpy_state(reg)):
+        np.testing.assert_allclose(
+            n["u"], (m["u"] + m["w"] - n["z"]) / 2.0, rtol=1e-6, atol=1e-6
+        )
+        assert n["rho"] == pytest.approx(0.2)

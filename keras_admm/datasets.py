@@ -45,24 +45,26 @@ def _images(raw) -> np.ndarray:
     return (np.asarray(raw, dtype="float32") / 255.0).reshape(-1, 28, 28, 1)
 
 
-def read_idx_images(path) -> np.ndarray:
-    """uint8 images (N, 28, 28) from a (gzipped) IDX3 file."""
+def _read_idx(path, magic, what) -> bytes:
+    """The bytes of a (gzipped) IDX file, after checking its magic number."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
-    if int.from_bytes(data[:4], "big") != 2051:
-        raise ValueError(f"'{path}' is not an IDX3 image file (bad magic number).")
+    if int.from_bytes(data[:4], "big") != magic:
+        raise ValueError(f"'{path}' is not an {what} file (bad magic number).")
+    return data
+
+
+def read_idx_images(path) -> np.ndarray:
+    """uint8 images (N, 28, 28) from a (gzipped) IDX3 file."""
+    data = _read_idx(path, 2051, "IDX3 image")
     count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
     return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
 
 
 def read_idx_labels(path) -> np.ndarray:
     """uint8 labels (N,) from a (gzipped) IDX1 file."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if int.from_bytes(data[:4], "big") != 2049:
-        raise ValueError(f"'{path}' is not an IDX1 label file (bad magic number).")
+    data = _read_idx(path, 2049, "IDX1 label")
     return np.frombuffer(data, np.uint8, offset=8).astype("int64")
 
 

@@ -1071,7 +1071,8 @@ def group_masks(model, plan, graph=None) -> dict:
     the same index everywhere in the group, or nowhere. Pinned groups (model
     inputs, outputs, barriers) are not cut. Targets of other sparsity types
     (unstructured, shape, N:M, filter_shape) get their own per-layer masks,
-    multiplied with any group mask of the same kernel. `GroupProjection`
+    chosen among the weights the group cuts leave (a Dense after a pruned conv
+    spends its unstructured budget on live inputs) and multiplied with them. `GroupProjection`
     makes the same choice inside ADMM training.
 
     Args:
@@ -1144,11 +1145,15 @@ def group_masks(model, plan, graph=None) -> dict:
         ):
             mask_for(variable)
             continue
-        value = keras.ops.convert_to_numpy(variable)
+        # Rank only the live weights: a weight fed by a cut channel is zero
+        # anyway, so the kernel's own budget (top-k weights, columns ...) goes
+        # to inputs that survive, as GroupProjection.project does in ADMM.
+        group_mask = mask_for(variable)
+        value = keras.ops.convert_to_numpy(variable) * group_mask
         own = keras.ops.convert_to_numpy(
             target.sparsity.mask(value, target.layout)
         ).astype("float32")
-        masks[variable.path] = mask_for(variable) * own
+        masks[variable.path] = group_mask * own
     return masks
 
 

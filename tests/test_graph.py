@@ -274,6 +274,33 @@ def test_pinned_groups_are_not_cut_and_other_sparsities_still_apply():
     assert abs(fc1.mean() - 0.1) < 0.01
 
 
+def test_unstructured_budget_goes_to_live_inputs_after_a_filter_cut():
+    # conv2 keeps 5 of 50 filters, so 80 of fc1's 800 input rows stay live
+    # (40,000 weights). fc1 may keep 20% = 80,000: all live weights fit, and
+    # none of the budget may be spent on rows that the filter cut zeroes.
+    model = models.lenet5()
+    plan = PruningPlan({"conv2": "filter:0.9", "fc1": "unstructured:0.8"})
+    masks = keras_admm.hard_prune(model, plan, graph=True)
+    fc1 = masks[model.get_layer("fc1").kernel.path]
+    live = np.flatnonzero(masks[model.get_layer("conv2").kernel.path].any((0, 1, 2)))
+    assert live.size == 5
+    rows = (live[None, :] + 50 * np.arange(16)[:, None]).ravel()
+    assert fc1[rows].all()
+    assert fc1.sum() == rows.size * 500
+    # With fewer live weights than the budget, it keeps the largest live ones.
+    tight = PruningPlan({"conv2": "filter:0.9", "fc1": "unstructured:0.95"})
+    model = models.lenet5()
+    kernel = np.array(model.get_layer("fc1").kernel)
+    masks = keras_admm.hard_prune(model, tight, graph=True)
+    fc1 = masks[model.get_layer("fc1").kernel.path]
+    live = np.flatnonzero(masks[model.get_layer("conv2").kernel.path].any((0, 1, 2)))
+    rows = (live[None, :] + 50 * np.arange(16)[:, None]).ravel()
+    assert fc1.sum() == kept_count(kernel.size, 0.95)
+    assert fc1[rows].sum() == fc1.sum()
+    threshold = np.sort(np.abs(kernel[rows]).ravel())[::-1][int(fc1.sum()) - 1]
+    assert np.all(np.abs(kernel[rows])[fc1[rows] == 1] >= threshold)
+
+
 def test_hard_prune_with_a_graph_object_and_str():
     model = models.resnet_cifar(20)
     g = DependencyGraph.from_model(model)

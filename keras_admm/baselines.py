@@ -12,13 +12,19 @@ What phase 1 does is what tells the methods apart:
 
 | method        | phase 1                                           | pruned at      |
 |---------------|---------------------------------------------------|----------------|
-| admm          | ADMMWrapper training towards the sparsity sets     | end of phase 1 |
+| admm          | progressive ADMMWrapper training towards the       | after 2/3 of   |
+|               | sparsity sets, then masked training               | phase 1        |
 | one_shot_l2   | masked fine-tuning (Li et al. 2017, L2 group norm) | start          |
 | one_shot_l1   | masked fine-tuning (Li et al. 2017, L1 group norm) | start          |
 | gradual       | training while groups are pruned on tfmot's        | during phase 1 |
 |               | PolynomialDecay schedule (Zhu & Gupta 2017)        |                |
 | group_lasso   | training with lambda * sum_g sqrt(|g|) ||W_g||_2   | end of phase 1 |
 |               | added to the loss (SSL, Wen et al. 2016)           |                |
+
+ADMM's share of phase 1, its stages and rho are `MethodOptions`; the defaults
+(4 stages over 2/3 of phase 1, rho 0.3) were chosen on single-seed probes at
+LeNet-5 filter and shape 16x (docs/COMPARISON.md). With `MethodOptions.graph`
+(the default) every method uses the group-aware masks of `keras_admm.graph`.
 
 "Pruned at the end of phase 1" means `hard_prune`: the exact projection onto the
 plan's sparsity sets (keep the groups with the largest L2 norm). Every method
@@ -74,6 +80,7 @@ __all__ = [
     "polynomial_sparsity",
     "run_method",
     "scheduled_sparsity",
+    "stage_plan",
 ]
 
 METHODS = ("admm", "one_shot_l2", "one_shot_l1", "gradual", "group_lasso")
@@ -144,7 +151,7 @@ def budget_split(method: str, budget: TrainingBudget) -> list[dict]:
     """
     _check_method(method)
     first = {
-        "admm": "ADMM training (W-, Z-, U-steps), then hard pruning",
+        "admm": "progressive ADMM (W-, Z-, U-steps), hard pruning, masked training",
         "one_shot_l2": "one-shot L2-norm pruning, then masked fine-tuning",
         "one_shot_l1": "one-shot L1-norm pruning, then masked fine-tuning",
         "gradual": "gradual structured pruning on the polynomial schedule",
@@ -169,10 +176,24 @@ class MethodOptions:
     """Method-specific settings (the same for every level and sparsity type).
 
     Attributes:
-        rho: ADMM initial penalty.
+        rho: ADMM initial penalty (each stage starts again from it).
         rho_multiplier: ADMM rho growth per Z/U update.
         rescale_dual: ADMM scales U by rho_old / rho_new when rho grows.
-        admm_updates: Z/U updates spread evenly over ADMM's phase 1.
+        admm_updates: Z/U updates spread evenly over ADMM's epochs (split
+            evenly between the stages).
+        admm_stages: progressive ADMM (Ye et al. 2018): the ADMM epochs are
+            split into this many stages, and stage s of S projects onto the
+            plan's ratios on the polynomial schedule at s / S (power
+            `gradual_power`), so the last stage targets the plan itself. Each
+            stage starts a fresh ADMMWrapper (Z = Proj(W), U = 0). 1 is plain
+            ADMM. N:M targets keep their pattern in every stage.
+        admm_fraction: the share of phase 1 spent in ADMM (at least one
+            epoch); the rest of phase 1 is masked training at phase 1's
+            learning rate after the hard prune.
+        graph: group-aware masks and projections for every method
+            (`hard_prune(..., graph=True)`, ADMM's `GroupProjection`): coupled
+            channels are cut together and a kernel's own budget goes to the
+            inputs that stay live.
         gradual_power: exponent of the polynomial schedule (tfmot: 3).
         gradual_updates: mask updates spread evenly over gradual's phase 1
             (tfmot's `frequency` = phase-1 steps / this).
@@ -180,14 +201,45 @@ class MethodOptions:
         from_logits: the model outputs logits (True) or probabilities.
     """
 
-    rho: float = 3e-3
+    rho: float = 0.3
     rho_multiplier: float = 1.3
     rescale_dual: bool = False
     admm_updates: int = 16
+    admm_stages: int = 4
+    admm_fraction: float = 2 / 3
+    graph: bool = True
     gradual_power: float = 3.0
     gradual_updates: int = 16
     group_lasso_strength: float = 1e-4
     from_logits: bool = True
+
+    def __post_init__(self):
+        for name in ("admm_updates", "admm_stages", "gradual_updates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"MethodOptions.{name} must be an int, got {value!r}.")
+            if value < 1:
+                raise ValueError(f"MethodOptions.{name} must be >= 1, got {value}.")
+        if not 0.0 < self.admm_fraction <= 1.0:
+            raise ValueError(
+                f"MethodOptions.admm_fraction must be in (0, 1], got "
+                f"{self.admm_fraction!r}: it is the share of phase 1 spent in "
+                "ADMM, e.g. 2/3."
+            )
+
+    def admm_epochs(self, prune_epochs) -> list[int]:
+        """Epochs of each ADMM stage within `prune_epochs` (sum <= it).
+
+        >>> MethodOptions(admm_stages=4, admm_fraction=2 / 3).admm_epochs(6)
+        [1, 1, 1, 1]
+        >>> MethodOptions(admm_stages=2, admm_fraction=1.0).admm_epochs(5)
+        [3, 2]
+        """
+        if prune_epochs <= 0:
+            return []
+        total = min(prune_epochs, max(1, round(prune_epochs * self.admm_fraction)))
+        stages = min(self.admm_stages, total)
+        return [total // stages + (1 if i < total % stages else 0) for i in range(stages)]
 
 
 # --------------------------------------------------------------- schedules
@@ -254,6 +306,29 @@ def scheduled_sparsity(spec, step, end_step, power=3.0) -> sparsity_lib.Sparsity
     if isinstance(spec, sparsity_lib.FilterShape):
         return sparsity_lib.FilterShape(at(spec.filter_ratio), at(spec.shape_ratio))
     return type(spec)(at(spec.ratio))
+
+
+def stage_plan(plan, stage, stages, power=3.0) -> PruningPlan:
+    """`plan` with its ratios at stage `stage` of `stages` of progressive ADMM.
+
+    Each ratio is `scheduled_sparsity` at step `stage` of `stages`: the last
+    stage is `plan` itself. N:M targets keep their pattern (no ratio).
+
+    >>> rules = stage_plan(PruningPlan({"conv": "filter:0.8"}), 1, 2).to_dict()["rules"]
+    >>> round(sparsity_lib.parse(rules[0]["sparsity"]).ratio, 6)
+    0.7
+    """
+    if not 1 <= stage <= stages:
+        raise ValueError(f"stage must be in [1, {stages}], got {stage}.")
+    if stage == stages:
+        return plan
+    rules = []
+    for rule in plan.to_dict()["rules"]:
+        spec = sparsity_lib.parse(rule["sparsity"])
+        if not isinstance(spec, sparsity_lib.NM):
+            spec = scheduled_sparsity(spec, stage, stages, power)
+        rules.append(dict(rule, sparsity=str(spec)))
+    return PruningPlan.from_dict({"rules": rules})
 
 
 # -------------------------------------------------------------- group lasso
@@ -349,7 +424,7 @@ class GroupLasso(keras.regularizers.Regularizer):
 
 
 # ------------------------------------------------------------------- masks
-def norm_masks(model, plan, norm="l2") -> dict[str, np.ndarray]:
+def norm_masks(model, plan, norm="l2", graph=None) -> dict[str, np.ndarray]:
     """Prune the planned kernels in place by group norm; return their 0/1 masks.
 
     `norm="l2"` is `hard_prune` (the Euclidean projection). `norm="l1"` keeps
@@ -361,6 +436,9 @@ def norm_masks(model, plan, norm="l2") -> dict[str, np.ndarray]:
         model: a built Keras model.
         plan: a PruningPlan or dict of rules.
         norm: "l2" or "l1".
+        graph: as `hard_prune`: None for per-layer masks, True or a
+            DependencyGraph for group-aware ones (the groups are ranked by the
+            same norm).
 
     Returns:
         {weight_path: 0/1 float32 mask}, like `hard_prune`.
@@ -369,9 +447,11 @@ def norm_masks(model, plan, norm="l2") -> dict[str, np.ndarray]:
         ValueError: unknown norm, or the plan does not fit the model.
     """
     if norm == "l2":
-        return hard_prune(model, plan)
+        return hard_prune(model, plan, graph=graph)
     if norm != "l1":
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}.")
+    if graph is not None and graph is not False:
+        return _group_l1_masks(model, plan, graph)
     updates = []
     for target, variable in planned_kernels(model, plan):
         value = ops.convert_to_numpy(variable)
@@ -382,6 +462,26 @@ def norm_masks(model, plan, norm="l2") -> dict[str, np.ndarray]:
     for variable, value, mask in updates:
         variable.assign(value * mask.astype(value.dtype))
         masks[variable.path] = mask
+    return masks
+
+
+def _group_l1_masks(model, plan, graph):
+    """norm_masks(norm="l1") through group_masks: rank sqrt(|W|) by group."""
+    from keras_admm import graph as graph_lib
+    from keras_admm.masks import apply_masks
+
+    if graph is True:
+        graph = graph_lib.DependencyGraph.from_model(model)
+    pairs = planned_kernels(model, plan)
+    saved = [(variable, ops.convert_to_numpy(variable)) for _, variable in pairs]
+    try:
+        for variable, value in saved:
+            variable.assign(np.sqrt(np.abs(value.astype("float32"))).astype(value.dtype))
+        masks = graph_lib.group_masks(model, plan, graph=graph)
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
+    apply_masks(model, masks)
     return masks
 
 
@@ -660,27 +760,42 @@ def _accuracy(model, x, y):
 
 
 class _GradualPruning(keras.callbacks.Callback):
-    """Re-prunes on the polynomial schedule and keeps pruned weights at zero."""
+    """Re-prunes on the polynomial schedule and keeps pruned weights at zero.
 
-    def __init__(self, pairs, end_step, frequency, power):
+    With a graph, each update is `group_masks` of the scheduled plan, so
+    coupled channels are cut together (and their consumers' weights too).
+    """
+
+    def __init__(self, model, plan, end_step, frequency, power, graph=None):
         super().__init__()
-        self.pairs = pairs
+        self.pruned_model = model
+        self.plan = plan
         self.end_step = end_step
         self.frequency = frequency
         self.power = power
+        self.graph = graph
         self.step = 0
-        self.masks = {variable.path: None for _, variable in pairs}
+        self.variables = {v.path: v for v in model.variables}
+        self.masks = {}
         self.history = []
 
     def _prune(self):
-        for target, variable in self.pairs:
-            spec = scheduled_sparsity(
-                target.sparsity, self.step, self.end_step, self.power
-            )
-            value = ops.convert_to_numpy(variable)
-            self.masks[variable.path] = ops.convert_to_numpy(
-                spec.mask(value, target.layout)
-            ).astype(value.dtype)
+        from keras_admm import graph as graph_lib
+
+        rules = [
+            (t.layer_name, scheduled_sparsity(t.sparsity, self.step, self.end_step, self.power))
+            for t in self.plan.targets
+        ]
+        plan = PruningPlan(rules).resolve(self.pruned_model)
+        if self.graph is not None:
+            self.masks = graph_lib.group_masks(self.pruned_model, plan, graph=self.graph)
+        else:
+            self.masks = {}
+            for target, variable in planned_kernels(self.pruned_model, plan):
+                value = ops.convert_to_numpy(variable)
+                self.masks[variable.path] = ops.convert_to_numpy(
+                    target.sparsity.mask(value, target.layout)
+                ).astype("float32")
         self.history.append(self.step)
 
     def on_train_begin(self, logs=None):
@@ -695,9 +810,51 @@ class _GradualPruning(keras.callbacks.Callback):
         self._apply()
 
     def _apply(self):
-        for _, variable in self.pairs:
-            mask = self.masks[variable.path]
-            variable.assign(ops.convert_to_numpy(variable) * mask)
+        for path, mask in self.masks.items():
+            variable = self.variables[path]
+            value = ops.convert_to_numpy(variable)
+            variable.assign(value * mask.astype(value.dtype))
+
+
+def _run_admm(model, plan, fit, adam, phases, options, steps_per_epoch, graph):
+    """Phase 1 of "admm": progressive ADMM stages, hard prune, masked training."""
+    from keras_admm.graph import GroupProjection
+
+    prune_epochs = phases[0]["epochs"]
+    stage_epochs = options.admm_epochs(prune_epochs)
+    updates = max(1, options.admm_updates // max(1, len(stage_epochs)))
+    for stage, epochs in enumerate(stage_epochs, start=1):
+        target = stage_plan(plan, stage, len(stage_epochs), options.gradual_power)
+        target = target.resolve(model)
+        admm_steps = max(1, math.ceil(epochs * steps_per_epoch / updates))
+        projection = None
+        if graph is not None:
+            projection = GroupProjection.from_plan(model, target, graph=graph)
+        _compile(
+            model,
+            ADMMWrapper(
+                adam(0),
+                target,
+                rho=options.rho,
+                rho_multiplier=options.rho_multiplier,
+                admm_steps=admm_steps,
+                rescale_dual=options.rescale_dual,
+                projection=projection,
+            ),
+            options,
+        )
+        fit(epochs)
+    masks = hard_prune(model, plan, graph=graph)
+    masked_epochs = prune_epochs - sum(stage_epochs)
+    if masked_epochs:
+        _compile(model, MaskedWrapper(adam(0), masks), options)
+        fit(masked_epochs)
+    phases[0].update(
+        admm_stage_epochs=stage_epochs,
+        admm_updates_per_stage=updates,
+        masked_epochs=masked_epochs,
+    )
+    return masks
 
 
 def run_method(
@@ -777,6 +934,11 @@ def run_method(
                     f"{target.sparsity}: N:M has no group ratio or group norms. Use "
                     "'admm' or 'one_shot_l2' for N:M."
                 )
+    graph = None
+    if options.graph:
+        from keras_admm.graph import DependencyGraph
+
+        graph = DependencyGraph.from_model(model)
     steps_per_epoch = math.ceil(len(x_train) / budget.batch_size)
     phase1_steps = steps_per_epoch * budget.prune_epochs
     phases = budget_split(method, budget)
@@ -797,38 +959,22 @@ def run_method(
 
     tick = time.time()
     if method == "admm":
-        if budget.prune_epochs:
-            admm_steps = max(1, math.ceil(phase1_steps / options.admm_updates))
-            _compile(
-                model,
-                ADMMWrapper(
-                    adam(0),
-                    plan,
-                    rho=options.rho,
-                    rho_multiplier=options.rho_multiplier,
-                    admm_steps=admm_steps,
-                    rescale_dual=options.rescale_dual,
-                ),
-                options,
-            )
-            fit(budget.prune_epochs)
-            phases[0]["admm_steps"] = admm_steps
-        masks = hard_prune(model, plan)
+        masks = _run_admm(model, plan, fit, adam, phases, options, steps_per_epoch, graph)
     elif method in ("one_shot_l2", "one_shot_l1"):
-        masks = norm_masks(model, plan, norm=method[-2:])
+        masks = norm_masks(model, plan, norm=method[-2:], graph=graph)
         _compile(model, MaskedWrapper(adam(0), masks), options)
         fit(budget.prune_epochs)
     elif method == "gradual":
         if budget.prune_epochs:
             frequency = max(1, phase1_steps // options.gradual_updates)
             callback = _GradualPruning(
-                pairs, phase1_steps, frequency, options.gradual_power
+                model, plan, phase1_steps, frequency, options.gradual_power, graph
             )
             _compile(model, adam(0), options)
             fit(budget.prune_epochs, [callback])
             phases[0]["frequency"] = frequency
             phases[0]["mask_updates"] = len(callback.history)
-        masks = hard_prune(model, plan)
+        masks = hard_prune(model, plan, graph=graph)
     else:  # group_lasso
         if budget.prune_epochs:
             for target, variable in pairs:
@@ -841,7 +987,7 @@ def run_method(
             finally:
                 for _, variable in pairs:
                     variable.regularizer = None
-        masks = hard_prune(model, plan)
+        masks = hard_prune(model, plan, graph=graph)
     phases[0]["seconds"] = round(time.time() - tick, 2)
     if x_test is not None:
         phases[0]["accuracy_at_end"] = _accuracy(model, x_test, y_test)

@@ -49,8 +49,11 @@ class ComparisonConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 3e-4
-    rho: float = 3e-3
+    rho: float = 0.3
     rho_multiplier: float = 1.3
+    admm_stages: int = 4
+    admm_fraction: float = 2 / 3
+    graph: bool = True
     group_lasso_strength: float = 1e-4
     fc1_sparsity: str | None = "unstructured:0.9"
     tfmot: bool = True
@@ -74,6 +77,9 @@ class ComparisonConfig:
         return baselines.MethodOptions(
             rho=self.rho,
             rho_multiplier=self.rho_multiplier,
+            admm_stages=self.admm_stages,
+            admm_fraction=self.admm_fraction,
+            graph=self.graph,
             group_lasso_strength=self.group_lasso_strength,
         )
 
@@ -81,7 +87,8 @@ class ComparisonConfig:
         """What a stored point must match to be reused (training settings)."""
         keys = (
             "pretrain_epochs epochs finetune_epochs batch_size learning_rate "
-            "finetune_learning_rate rho rho_multiplier group_lasso_strength "
+            "finetune_learning_rate rho rho_multiplier admm_stages admm_fraction "
+            "graph group_lasso_strength "
             "fc1_sparsity"
         ).split()
         return json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)

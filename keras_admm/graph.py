@@ -1053,9 +1053,38 @@ def _group_asks(graph, pairs):
     return asks, handled
 
 
-def _scored_members(group, planned):
-    """The group's members that are planned kernels ({layer: weight name})."""
-    return [m for m in group.members if planned.get(m.layer) == m.weight]
+def _asking_role(target):
+    """The role in which a Filter / Channel target asks for group cuts."""
+    spec = target.sparsity
+    if type(spec) not in (sparsity_lib.Filter, sparsity_lib.Channel):
+        return None
+    return "producer" if isinstance(spec, sparsity_lib.Filter) else "consumer"
+
+
+def _scoring_kernels(graph, pairs):
+    """{layer: (weight name, role)} of the targets whose groups they score."""
+    layers = {layer.name: layer for layer in graph.functional.layers}
+    scoring = {}
+    for target, variable in pairs:
+        role = _asking_role(target)
+        if role is None:
+            continue
+        layer = layers.get(target.layer_name)
+        rule = rule_for(layer) if layer is not None else None
+        if rule is not None and rule.kind == "depthwise":
+            role = "consumer"
+        scoring[target.layer_name] = (variable.name, role)
+    return scoring
+
+
+def _scored_members(group, scoring):
+    """The members whose Filter / Channel target asks for this group's cut.
+
+    A kernel planned with another type (say a Dense with unstructured
+    sparsity that reads a pruned conv) is cut with the group but does not
+    score it: its own budget is chosen afterwards among the live inputs.
+    """
+    return [m for m in group.members if scoring.get(m.layer) == (m.weight, m.role)]
 
 
 def group_masks(model, plan, graph=None) -> dict:
@@ -1065,8 +1094,9 @@ def group_masks(model, plan, graph=None) -> dict:
     target its input-channel groups (a Dense after Flatten reaches the conv
     channels behind the Flatten). Each asked, prunable group keeps the
     `kept_count(size, ratio)` channels with the largest summed squared L2
-    norm over its planned kernel members (the plan's layers among its
-    producers and consumers), with the largest ratio any member asks for, and
+    norm over the members that ask for the cut (the Filter targets among its
+    producers, the Channel targets among its consumers), with the largest
+    ratio any member asks for, and
     every kernel member of the group, planned or not, loses the cut channels:
     the same index everywhere in the group, or nowhere. Pinned groups (model
     inputs, outputs, barriers) are not cut. Targets of other sparsity types
@@ -1097,7 +1127,7 @@ def group_masks(model, plan, graph=None) -> dict:
     graph = graph if graph is not None else DependencyGraph.from_model(model)
     pairs = planned_kernels(model, plan)
     layers = {layer.name: layer for layer in graph.functional.layers}
-    planned = {target.layer_name: variable.name for target, variable in pairs}
+    scoring = _scoring_kernels(graph, pairs)
     values = {}
 
     def value_of(layer_name, weight):
@@ -1123,7 +1153,7 @@ def group_masks(model, plan, graph=None) -> dict:
         scores = group_scores(
             group,
             lambda m: value_of(m.layer, m.weight)[1],
-            _scored_members(group, planned),
+            _scored_members(group, scoring),
         )
         # Largest score first; ties go to the lower channel index.
         order = np.lexsort((np.arange(group.size), -scores))
@@ -1165,9 +1195,12 @@ class GroupProjection:
     concatenating or depthwise net that asks for cuts the converter cannot
     realise. With a GroupProjection, the planned kernels of each asked group
     are projected jointly: a group channel's score is its summed squared norm
-    over the group's planned kernels (of W + U), the `kept_count(size,
-    ratio)` best channels are kept, and every planned kernel of the group
-    loses the same cut channels. For one group this is the exact Euclidean
+    (of W + U) over the group's kernels that ask for the cut (Filter targets
+    among its producers, Channel targets among its consumers), the
+    `kept_count(size, ratio)` best channels are kept, and every planned
+    kernel of the group loses the same cut channels; a planned kernel of
+    another type (a Dense with unstructured sparsity after a pruned conv)
+    then projects among its live inputs only. For one group this is the exact Euclidean
     projection (argmin ||Z - V|| with at most k channels of the group
     non-zero); a kernel in two asked groups (its filters in one, its input
     channels in another) gets both cuts, a feasible point but not always the
@@ -1178,7 +1211,8 @@ class GroupProjection:
 
     Args:
         groups: [{"ratio": r, "members": [{"path": weight path, "axis": a,
-            "index": [[...], ...]}]}], as built by `from_plan`.
+            "index": [[...], ...], "score": whether it scores the channels
+            (default True)}]}], as built by `from_plan`.
         handled: weight paths of the Filter / Channel targets the groups
             replace; other targets keep their own projection.
 
@@ -1198,6 +1232,7 @@ class GroupProjection:
                     "path": str(m["path"]),
                     "axis": int(m["axis"]),
                     "index": np.asarray(m["index"], dtype=np.int64).tolist(),
+                    "score": bool(m.get("score", True)),
                 }
                 for m in group["members"]
             ]
@@ -1214,6 +1249,7 @@ class GroupProjection:
 
         graph = graph if graph is not None else DependencyGraph.from_model(model)
         pairs = planned_kernels(model, plan)
+        scoring = _scoring_kernels(graph, pairs)
         planned = {target.layer_name: variable.name for target, variable in pairs}
         # Keyed like ADMMWrapper's state: by the plan's weight paths.
         paths = {target.layer_name: target.weight_path for target, _ in pairs}
@@ -1221,13 +1257,16 @@ class GroupProjection:
         groups = []
         for index, ratio in sorted(asks.items()):
             group = graph.groups[index]
+            scored = _scored_members(group, scoring)
             members = [
                 {
                     "path": paths[m.layer],
                     "axis": m.axis,
                     "index": m.mapping.indices(),
+                    "score": any(m is other for other in scored),
                 }
-                for m in _scored_members(group, planned)
+                for m in group.members
+                if planned.get(m.layer) == m.weight
             ]
             if members and not any(np.any(np.asarray(m["index"]) < 0) for m in members):
                 groups.append({"ratio": ratio, "members": members})
@@ -1247,6 +1286,8 @@ class GroupProjection:
                 continue
             scores = None
             for m in members:
+                if not m["score"]:
+                    continue
                 value = ops.cast(values[m["path"]], "float32")
                 rank = len(value.shape)
                 other = [a for a in range(rank) if a != m["axis"]]
@@ -1255,6 +1296,8 @@ class GroupProjection:
                 picked = ops.take(norms, index.ravel())
                 score = ops.sum(ops.reshape(picked, index.shape), axis=1)
                 scores = score if scores is None else scores + score
+            if scores is None:
+                continue
             _, top = ops.top_k(scores, keep)
             kept = ops.scatter(
                 ops.expand_dims(top, -1), ops.ones((keep,), "float32"), (size,)

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_admm import PruningPlan, baselines, hard_prune, models, sparsity_report
 from keras_admm import comparison as compare
+from keras_admm.graph import DependencyGraph
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -315,13 +316,18 @@ def test_type_specific_methods_reach_the_planned_groups(kind, method):
     for layer in level_plan.layers:
         (row,) = [r for r in report.rows if r["layer"] == layer["layer"]]
         assert [g["kept"] for g in row["groups"]] == list(layer["kept"].values())
-    assert report.totals["conv_flops_reduction"] == pytest.approx(
-        level_plan.expected_conv_flops_reduction
-    )
+    flops = report.totals["conv_flops_reduction"]
+    if kind == "filter":
+        # Group-aware masks (MethodOptions.graph) also zero the consumer's
+        # inputs from cut filters: more conv FLOPs go than the plan counted.
+        assert flops > level_plan.expected_conv_flops_reduction * 1.05
+    else:
+        assert flops == pytest.approx(level_plan.expected_conv_flops_reduction)
     assert result.accuracy is not None
 
 
-def test_gradual_prunes_on_the_schedule_during_phase_one():
+@pytest.mark.parametrize("with_graph", [False, True])
+def test_gradual_prunes_on_the_schedule_during_phase_one(with_graph):
     """Sparsity grows step by step: the weights are pruned before the end."""
     keras.utils.set_random_seed(0)
     model = tiny_model()
@@ -333,8 +339,10 @@ def test_gradual_prunes_on_the_schedule_during_phase_one():
             kernel = self.model.get_layer("conv2").kernel.numpy()
             seen.append(int((np.abs(kernel).sum(axis=(0, 1, 2)) > 0).sum()))
 
-    pairs = [(t, v) for t, v in zip(plan.targets, [model.get_layer("conv2").kernel])]
-    callback = baselines._GradualPruning(pairs, end_step=8, frequency=2, power=3.0)
+    graph = DependencyGraph.from_model(model) if with_graph else None
+    callback = baselines._GradualPruning(
+        model, plan, end_step=8, frequency=2, power=3.0, graph=graph
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     data = TinyData(train=16 * 8)
     model.fit(
@@ -352,6 +360,12 @@ def test_gradual_prunes_on_the_schedule_during_phase_one():
     ]
     assert seen == expected
     assert seen[-1] == 4 and seen[0] == 16
+    # With the graph, fc1 also loses the rows of conv2's cut filters
+    # (Flatten interleaves: row r reads channel r % 16); without, it keeps them.
+    cut = np.abs(model.get_layer("conv2").kernel.numpy()).sum(axis=(0, 1, 2)) == 0
+    fc1 = model.get_layer("fc1").kernel.numpy()
+    dead_rows = np.tile(cut, fc1.shape[0] // 16)
+    assert (np.abs(fc1[dead_rows]).sum() == 0) == with_graph
 
 
 def test_latency_is_marked_not_measured_without_compaction(monkeypatch):

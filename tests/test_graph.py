@@ -301,6 +301,32 @@ def test_unstructured_budget_goes_to_live_inputs_after_a_filter_cut():
     assert np.all(np.abs(kernel[rows])[fc1[rows] == 1] >= threshold)
 
 
+def test_only_the_kernels_that_ask_for_the_cut_score_the_channels():
+    # fc1 (unstructured) reads conv2's channels but does not ask for their cut:
+    # huge fc1 rows behind conv2's weakest filters must not save those filters,
+    # in hard_prune and in the ADMM Z-step alike.
+    model = models.lenet5()
+    conv2, fc1 = model.get_layer("conv2").kernel, model.get_layer("fc1").kernel
+    norms = np.square(np.array(conv2)).sum(axis=(0, 1, 2))
+    weakest = np.argsort(norms)[:5]
+    big = np.array(fc1)
+    for c in weakest:
+        big[c::50] = 10.0
+    fc1.assign(big)
+    plan = PruningPlan({"conv2": "filter:0.9", "fc1": "unstructured:0.9"}).resolve(model)
+    projection = graph.GroupProjection.from_plan(model, plan)
+    values = {t.weight_path: np.array(v) for t, v in keras_admm.masks.planned_kernels(model, plan)}
+    z = projection.project(values, plan.targets)
+    masks = keras_admm.hard_prune(model, plan, graph=True)
+    expected = np.sort(np.argsort(-norms)[:5])
+    for kernel in (masks[conv2.path], np.array(z[plan.targets[0].weight_path])):
+        kept = np.flatnonzero(np.abs(kernel).sum(axis=(0, 1, 2)) > 0)
+        np.testing.assert_array_equal(kept, expected)
+    z_fc1 = np.array(z[plan.targets[1].weight_path])
+    rows = (expected[None, :] + 50 * np.arange(16)[:, None]).ravel()
+    assert np.count_nonzero(z_fc1) == np.count_nonzero(z_fc1[rows]) == 40000
+
+
 def test_hard_prune_with_a_graph_object_and_str():
     model = models.resnet_cifar(20)
     g = DependencyGraph.from_model(model)

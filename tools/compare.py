@@ -73,8 +73,21 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam lr, phase 1.")
 _FINETUNE_LEARNING_RATE = flags.DEFINE_float(
     "finetune_learning_rate", 3e-4, "Adam lr, phase 2 (masked fine-tuning)."
 )
-_RHO = flags.DEFINE_float("rho", 3e-3, "ADMM initial rho.")
+_RHO = flags.DEFINE_float("rho", 0.3, "ADMM initial rho (again in every stage).")
 _RHO_MULTIPLIER = flags.DEFINE_float("rho_multiplier", 1.3, "ADMM rho growth.")
+_ADMM_STAGES = flags.DEFINE_integer(
+    "admm_stages", 4, "Progressive ADMM stages (1: plain ADMM).", lower_bound=1
+)
+_ADMM_FRACTION = flags.DEFINE_float(
+    "admm_fraction",
+    2 / 3,
+    "Share of phase 1 spent in ADMM; the rest is masked training.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+_GRAPH = flags.DEFINE_bool(
+    "graph", True, "Group-aware masks and projections for every method."
+)
 _GROUP_LASSO = flags.DEFINE_float(
     "group_lasso_strength", 1e-4, "Group-lasso lambda (per sqrt(group size))."
 )
@@ -151,6 +164,9 @@ def config_from_flags() -> ComparisonConfig:
         finetune_learning_rate=_FINETUNE_LEARNING_RATE.value,
         rho=_RHO.value,
         rho_multiplier=_RHO_MULTIPLIER.value,
+        admm_stages=_ADMM_STAGES.value,
+        admm_fraction=_ADMM_FRACTION.value,
+        graph=_GRAPH.value,
         group_lasso_strength=_GROUP_LASSO.value,
         fc1_sparsity=_FC1_SPARSITY.value,
         tfmot=_TFMOT.value,

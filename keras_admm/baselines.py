@@ -237,9 +237,11 @@ class MethodOptions:
         """
         if prune_epochs <= 0:
             return []
-        total = min(prune_epochs, max(1, round(prune_epochs * self.admm_fraction)))
+        total = min(prune_epochs, max(1, int(prune_epochs * self.admm_fraction + 0.5)))
         stages = min(self.admm_stages, total)
-        return [total // stages + (1 if i < total % stages else 0) for i in range(stages)]
+        return [
+            total // stages + (1 if i < total % stages else 0) for i in range(stages)
+        ]
 
 
 # --------------------------------------------------------------- schedules
@@ -476,7 +478,9 @@ def _group_l1_masks(model, plan, graph):
     saved = [(variable, ops.convert_to_numpy(variable)) for _, variable in pairs]
     try:
         for variable, value in saved:
-            variable.assign(np.sqrt(np.abs(value.astype("float32"))).astype(value.dtype))
+            variable.assign(
+                np.sqrt(np.abs(value.astype("float32"))).astype(value.dtype)
+            )
         masks = graph_lib.group_masks(model, plan, graph=graph)
     finally:
         for variable, value in saved:
@@ -783,12 +787,17 @@ class _GradualPruning(keras.callbacks.Callback):
         from keras_admm import graph as graph_lib
 
         rules = [
-            (t.layer_name, scheduled_sparsity(t.sparsity, self.step, self.end_step, self.power))
+            (
+                t.layer_name,
+                scheduled_sparsity(t.sparsity, self.step, self.end_step, self.power),
+            )
             for t in self.plan.targets
         ]
         plan = PruningPlan(rules).resolve(self.pruned_model)
         if self.graph is not None:
-            self.masks = graph_lib.group_masks(self.pruned_model, plan, graph=self.graph)
+            self.masks = graph_lib.group_masks(
+                self.pruned_model, plan, graph=self.graph
+            )
         else:
             self.masks = {}
             for target, variable in planned_kernels(self.pruned_model, plan):
@@ -959,7 +968,9 @@ def run_method(
 
     tick = time.time()
     if method == "admm":
-        masks = _run_admm(model, plan, fit, adam, phases, options, steps_per_epoch, graph)
+        masks = _run_admm(
+            model, plan, fit, adam, phases, options, steps_per_epoch, graph
+        )
     elif method in ("one_shot_l2", "one_shot_l1"):
         masks = norm_masks(model, plan, norm=method[-2:], graph=graph)
         _compile(model, MaskedWrapper(adam(0), masks), options)

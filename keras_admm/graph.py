@@ -1102,8 +1102,8 @@ def group_masks(model, plan, graph=None) -> dict:
     inputs, outputs, barriers) are not cut. Targets of other sparsity types
     (unstructured, shape, N:M, filter_shape) get their own per-layer masks,
     chosen among the weights the group cuts leave (a Dense after a pruned conv
-    spends its unstructured budget on live inputs) and multiplied with them. `GroupProjection`
-    makes the same choice inside ADMM training.
+    spends its unstructured budget on live inputs) and multiplied with them.
+    `GroupProjection` makes the same choice inside ADMM training.
 
     Args:
         model: the built Sequential or functional model.

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_admm import PruningPlan, baselines, hard_prune, models, sparsity_report
 from keras_admm import comparison as compare
+from keras_admm import sparsity as sparsity_lib
 from keras_admm.graph import DependencyGraph
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,6 +169,90 @@ def test_norm_masks_l1_and_l2_rank_groups_differently():
         np.testing.assert_array_equal(model.get_weights()[0], kernel * mask)
     with pytest.raises(ValueError, match="'l1' or 'l2'"):
         baselines.norm_masks(model, plan, norm="linf")
+
+
+def test_norm_masks_l1_with_a_graph_ranks_by_l1_and_cuts_the_consumer():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(2, use_bias=False, name="fc"),
+            keras.layers.Dense(3, use_bias=False, name="out"),
+        ]
+    )
+    kernel = np.array([[3.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], "float32")
+    out = np.ones((2, 3), "float32")
+    plan = PruningPlan({"fc": "filter:0.5"})
+    for norm, kept_unit in (("l2", 0), ("l1", 1)):
+        model.set_weights([kernel, out])
+        masks = baselines.norm_masks(model, plan, norm=norm, graph=True)
+        fc = masks[model.get_layer("fc").kernel.path]
+        assert fc[:, kept_unit].all() and not fc[:, 1 - kept_unit].any()
+        # The consumer loses the cut unit's row; the weights are restored and
+        # then masked, not left as sqrt(|W|).
+        weights = model.get_weights()
+        np.testing.assert_array_equal(weights[0], kernel * fc)
+        assert not weights[1][1 - kept_unit].any() and weights[1][kept_unit].all()
+
+
+def test_method_options_check_the_admm_schedule():
+    options = baselines.MethodOptions()
+    assert options.admm_epochs(6) == [1, 1, 1, 1]
+    assert options.admm_epochs(0) == []
+    assert baselines.MethodOptions(admm_stages=4, admm_fraction=1.0).admm_epochs(2) == [
+        1,
+        1,
+    ]
+    assert baselines.MethodOptions(admm_stages=2, admm_fraction=0.5).admm_epochs(9) == [
+        3,
+        2,
+    ]
+    with pytest.raises(ValueError, match="admm_fraction must be in"):
+        baselines.MethodOptions(admm_fraction=0.0)
+    with pytest.raises(ValueError, match="admm_stages must be >= 1"):
+        baselines.MethodOptions(admm_stages=0)
+    with pytest.raises(TypeError, match="admm_updates must be an int"):
+        baselines.MethodOptions(admm_updates=2.5)
+
+
+def test_stage_plan_climbs_the_schedule_to_the_plan():
+    plan = PruningPlan({"conv2": "filter:0.75", "fc1": "nm:2:4"})
+    ratios = []
+    for stage in (1, 2, 3):
+        staged = baselines.stage_plan(plan, stage, 3)
+        rules = {r["name"]: r["sparsity"] for r in staged.to_dict()["rules"]}
+        assert rules["fc1"] == "nm:2:4"
+        ratios.append(sparsity_lib.parse(rules["conv2"]).ratio)
+    assert 0 < ratios[0] < ratios[1] < ratios[2] == 0.75
+    assert ratios[0] == pytest.approx(0.75 * (1 - (2 / 3) ** 3))
+    assert baselines.stage_plan(plan, 3, 3) is plan
+    with pytest.raises(ValueError, match="stage must be in"):
+        baselines.stage_plan(plan, 0, 3)
+
+
+def test_admm_runs_its_stages_then_masked_training():
+    keras.utils.set_random_seed(0)
+    plan = baselines.plan_for_flops_reduction(tiny_model(), "filter", 4).plan
+    options = baselines.MethodOptions(admm_stages=2, admm_fraction=0.5)
+    result = baselines.run_method(
+        "admm",
+        tiny_model,
+        tiny_model().get_weights(),
+        TinyData(),
+        plan,
+        baselines.TrainingBudget(epochs=5, finetune_epochs=1),
+        options,
+    )
+    phase = result.phases[0]
+    assert phase["admm_stage_epochs"] == [1, 1]
+    assert phase["masked_epochs"] == 2
+    report = sparsity_report(result.model, result.plan)
+    rows = {row["layer"]: row for row in report.rows}
+    for target in result.plan.targets:
+        groups = rows[target.layer_name]["groups"]
+        expected = [
+            sparsity_lib.kept_count(g["total"], target.sparsity.ratio) for g in groups
+        ]
+        assert [g["kept"] for g in groups] == expected
 
 
 @pytest.mark.parametrize(

@@ -313,9 +313,14 @@ def test_only_the_kernels_that_ask_for_the_cut_score_the_channels():
     for c in weakest:
         big[c::50] = 10.0
     fc1.assign(big)
-    plan = PruningPlan({"conv2": "filter:0.9", "fc1": "unstructured:0.9"}).resolve(model)
+    plan = PruningPlan({"conv2": "filter:0.9", "fc1": "unstructured:0.9"}).resolve(
+        model
+    )
     projection = graph.GroupProjection.from_plan(model, plan)
-    values = {t.weight_path: np.array(v) for t, v in keras_admm.masks.planned_kernels(model, plan)}
+    values = {
+        t.weight_path: np.array(v)
+        for t, v in keras_admm.masks.planned_kernels(model, plan)
+    }
     z = projection.project(values, plan.targets)
     masks = keras_admm.hard_prune(model, plan, graph=True)
     expected = np.sort(np.argsort(-norms)[:5])

@@ -52,6 +52,7 @@ _ALIGNS = flags.DEFINE_list("aligns", ["1", "8", "16"], "Channel multiples.")
 _ENGINES = flags.DEFINE_list("engines", ["tf", "onnxruntime"], "Engines to time.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes.")
 _THREADS = flags.DEFINE_integer("threads", None, "Intra-op threads (default: cores).")
+_JIT = flags.DEFINE_bool("jit", False, "XLA-compile the tf engine (jit_compile=True).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls per model.")
 _MIN_REPEATS = flags.DEFINE_integer("min_repeats", 15, "Timed rounds, at least.")
 _MIN_TIME = flags.DEFINE_float("min_time_s", 20.0, "Seconds per loop, at least.")
@@ -376,6 +377,7 @@ def main(argv):
             "Forms skipped as duplicates: " + ("; ".join(skipped) or "none") + ".",
             "All models of one engine x batch size are timed interleaved "
             "round-robin in one loop, on a 2-core CPU shared with other processes.",
+            f"tf engine XLA jit_compile: {_JIT.value}.",
             "Command: python " + " ".join(sys.argv),
         ]
         report = profiling.profile_models(
@@ -385,6 +387,7 @@ def main(argv):
             batch_sizes=[int(b) for b in _BATCH_SIZES.value],
             device="cpu",
             threads=threads,
+            jit=_JIT.value,
             protocol=protocol,
             names=names,
             workdir=work_dir,

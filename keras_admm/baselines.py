@@ -179,8 +179,9 @@ class MethodOptions:
         rho: ADMM initial penalty (each stage starts again from it).
         rho_multiplier: ADMM rho growth per Z/U update.
         rescale_dual: ADMM scales U by rho_old / rho_new when rho grows.
-        admm_updates: Z/U updates spread evenly over ADMM's epochs (split
-            evenly between the stages).
+        admm_updates: Z/U updates asked for over ADMM's epochs, split evenly
+            between the stages; a stage updates every ceil(steps / asked)
+            steps, so it may run one fewer.
         admm_stages: progressive ADMM (Ye et al. 2018): the ADMM epochs are
             split into this many stages, and stage s of S projects onto the
             plan's ratios on the polynomial schedule at s / S (power

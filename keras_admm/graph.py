@@ -1200,11 +1200,15 @@ class GroupProjection:
     `kept_count(size, ratio)` best channels are kept, and every planned
     kernel of the group loses the same cut channels; a planned kernel of
     another type (a Dense with unstructured sparsity after a pruned conv)
-    then projects among its live inputs only. For one group this is the exact Euclidean
-    projection (argmin ||Z - V|| with at most k channels of the group
-    non-zero); a kernel in two asked groups (its filters in one, its input
-    channels in another) gets both cuts, a feasible point but not always the
-    joint argmin (as with FilterShape). It chooses the channels
+    then projects among its live inputs only. For one group whose planned
+    members all ask for the cut, this is the exact Euclidean projection
+    (argmin ||Z - V|| with at most k channels of the group non-zero). A
+    planned kernel that loses the cut channels without asking (the next conv
+    of a filter-pruned chain, reading them as inputs) does not score them, so
+    there the choice is by the asking kernels' norms alone: a feasible point,
+    not always the joint argmin. So is a kernel in two asked groups (its
+    filters in one, its input channels in another), which gets both cuts (as
+    with FilterShape). It chooses the channels
     `group_masks` (hard_prune with a graph) chooses for the same weights (up
     to float32 rounding in near-ties). Targets of other sparsity types keep
     their own projection.

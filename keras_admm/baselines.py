@@ -61,7 +61,13 @@ from keras import ops
 
 from keras_admm import layers_registry
 from keras_admm import sparsity as sparsity_lib
-from keras_admm.masks import hard_prune, planned_kernels, sparsity_report
+from keras_admm.masks import (
+    apply_masks,
+    hard_prune,
+    planned_kernels,
+    projection_masks,
+    sparsity_report,
+)
 from keras_admm.optimizers import ADMMWrapper, MaskedWrapper
 from keras_admm.plan import PruningPlan, all_layers
 
@@ -453,36 +459,17 @@ def norm_masks(model, plan, norm="l2", graph=None) -> dict[str, np.ndarray]:
         return hard_prune(model, plan, graph=graph)
     if norm != "l1":
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}.")
-    if graph is not None and graph is not False:
-        return _group_l1_masks(model, plan, graph)
-    updates = []
-    for target, variable in planned_kernels(model, plan):
-        value = ops.convert_to_numpy(variable)
-        score = np.sqrt(np.abs(value.astype("float32")))
-        mask = ops.convert_to_numpy(target.sparsity.mask(score, target.layout))
-        updates.append((variable, value, mask.astype("float32")))
-    masks = {}
-    for variable, value, mask in updates:
-        variable.assign(value * mask.astype(value.dtype))
-        masks[variable.path] = mask
-    return masks
-
-
-def _group_l1_masks(model, plan, graph):
-    """norm_masks(norm="l1") through group_masks: rank sqrt(|W|) by group."""
-    from keras_admm import graph as graph_lib
-    from keras_admm.masks import apply_masks
-
-    if graph is True:
-        graph = graph_lib.DependencyGraph.from_model(model)
-    pairs = planned_kernels(model, plan)
-    saved = [(variable, ops.convert_to_numpy(variable)) for _, variable in pairs]
+    # Rank by L1: project sqrt(|W|) in place of W, then restore W and cut it.
+    saved = [
+        (variable, ops.convert_to_numpy(variable))
+        for _, variable in planned_kernels(model, plan)
+    ]
     try:
         for variable, value in saved:
             variable.assign(
                 np.sqrt(np.abs(value.astype("float32"))).astype(value.dtype)
             )
-        masks = graph_lib.group_masks(model, plan, graph=graph)
+        masks = projection_masks(model, plan, graph=graph)
     finally:
         for variable, value in saved:
             variable.assign(value)
@@ -785,8 +772,6 @@ class _GradualPruning(keras.callbacks.Callback):
         self.history = []
 
     def _prune(self):
-        from keras_admm import graph as graph_lib
-
         rules = [
             (
                 t.layer_name,
@@ -795,17 +780,7 @@ class _GradualPruning(keras.callbacks.Callback):
             for t in self.plan.targets
         ]
         plan = PruningPlan(rules).resolve(self.pruned_model)
-        if self.graph is not None:
-            self.masks = graph_lib.group_masks(
-                self.pruned_model, plan, graph=self.graph
-            )
-        else:
-            self.masks = {}
-            for target, variable in planned_kernels(self.pruned_model, plan):
-                value = ops.convert_to_numpy(variable)
-                self.masks[variable.path] = ops.convert_to_numpy(
-                    target.sparsity.mask(value, target.layout)
-                ).astype("float32")
+        self.masks = projection_masks(self.pruned_model, plan, graph=self.graph)
         self.history.append(self.step)
 
     def on_train_begin(self, logs=None):

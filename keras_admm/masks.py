@@ -33,6 +33,7 @@ from keras_admm.tables import dump_json, factor, human, text_table
 
 __all__ = [
     "hard_prune",
+    "projection_masks",
     "masks_from_model",
     "apply_masks",
     "planned_kernels",
@@ -128,26 +129,33 @@ def hard_prune(model, plan, graph=None) -> dict[str, np.ndarray]:
         masks = hard_prune(model, PruningPlan.uniform(model, "filter:0.5"))
         model.compile(optimizer=MaskedWrapper(keras.optimizers.Adam(), masks), ...)
     """
+    masks = projection_masks(model, plan, graph=graph)
+    apply_masks(model, masks)
+    return masks
+
+
+def projection_masks(model, plan, graph=None) -> dict[str, np.ndarray]:
+    """The masks `hard_prune(model, plan, graph)` applies, without applying them.
+
+    Args and Returns: as `hard_prune`; the model is not changed.
+
+    Example:
+
+        masks = projection_masks(model, {"conv2": "filter:0.5"})
+        apply_masks(model, masks)   # what hard_prune does
+    """
     if graph is not None and graph is not False:
         from keras_admm import graph as graph_lib
 
         if graph is True:
             graph = graph_lib.DependencyGraph.from_model(model)
-        masks = graph_lib.group_masks(model, plan, graph=graph)
-        apply_masks(model, masks)
-        return masks
-    pairs = planned_kernels(model, plan)
-    updates = []
-    for target, variable in pairs:
+        return graph_lib.group_masks(model, plan, graph=graph)
+    masks = {}
+    for target, variable in planned_kernels(model, plan):
         value = keras.ops.convert_to_numpy(variable)
-        mask = keras.ops.convert_to_numpy(
+        masks[variable.path] = keras.ops.convert_to_numpy(
             target.sparsity.mask(value, target.layout)
         ).astype("float32")
-        updates.append((variable, value * mask.astype(value.dtype), mask))
-    masks = {}
-    for variable, projected, mask in updates:
-        variable.assign(projected)
-        masks[variable.path] = mask
     return masks
 
 

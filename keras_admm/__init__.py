@@ -32,6 +32,7 @@ _EXPORTS = {
     "MaskedWrapper": "keras_admm.optimizers",
     "GroupProjection": "keras_admm.graph",
     "PruningPlan": "keras_admm.plan",
+    "ProgressiveResult": "keras_admm.progressive",
     "apply_masks": "keras_admm.masks",
     "compact": "keras_admm.compaction",
     "count_flops": "keras_admm.profiling",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "hard_prune": "keras_admm.masks",
     "masks_from_model": "keras_admm.masks",
     "profile_models": "keras_admm.profiling",
+    "progressive_admm": "keras_admm.progressive",
     "register_flops": "keras_admm.profiling",
     "sparsity_report": "keras_admm.masks",
 }
@@ -50,6 +52,7 @@ _SUBMODULES = (
     "layers",
     "layers_registry",
     "profiling",
+    "schedules",
     "sparsity",
 )
 

@@ -68,8 +68,10 @@ from keras_admm.masks import (
     projection_masks,
     sparsity_report,
 )
-from keras_admm.optimizers import ADMMWrapper, MaskedWrapper
+from keras_admm.optimizers import MaskedWrapper
 from keras_admm.plan import PruningPlan, all_layers
+from keras_admm.progressive import progressive_admm
+from keras_admm.schedules import polynomial_sparsity, scheduled_sparsity, stage_plan
 
 __all__ = [
     "METHODS",
@@ -249,95 +251,6 @@ class MethodOptions:
         return [
             total // stages + (1 if i < total % stages else 0) for i in range(stages)
         ]
-
-
-# --------------------------------------------------------------- schedules
-def polynomial_sparsity(
-    step, final_sparsity, end_step, initial_sparsity=0.0, begin_step=0, power=3.0
-) -> float:
-    """tfmot's PolynomialDecay sparsity at `step` (Zhu & Gupta 2017).
-
-    s_t = s_f + (s_i - s_f) * (1 - p)^power, p = clip((t - t0) / (T - t0), 0, 1):
-    s_i up to `begin_step`, s_f from `end_step` on.
-
-    Args:
-        step: the optimizer step t.
-        final_sparsity: s_f, in [0, 1).
-        end_step: T, the step at which s_f is reached (> begin_step).
-        initial_sparsity: s_i, in [0, s_f].
-        begin_step: t0.
-        power: the exponent (3 in tfmot and the paper).
-
-    Raises:
-        ValueError: end_step <= begin_step, or sparsities outside [0, 1).
-
-    >>> round(polynomial_sparsity(50, 0.8, 100), 6)
-    0.7
-    """
-    if end_step <= begin_step:
-        raise ValueError(
-            f"polynomial_sparsity needs end_step > begin_step, got end_step="
-            f"{end_step}, begin_step={begin_step}."
-        )
-    for name, value in (("final", final_sparsity), ("initial", initial_sparsity)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name}_sparsity must be in [0, 1), got {value!r}.")
-    progress = min(1.0, max(0.0, (step - begin_step) / (end_step - begin_step)))
-    return final_sparsity + (initial_sparsity - final_sparsity) * (
-        1.0 - progress
-    ) ** float(power)
-
-
-def scheduled_sparsity(spec, step, end_step, power=3.0) -> sparsity_lib.Sparsity:
-    """`spec`'s type with every ratio at its polynomial-schedule value for `step`.
-
-    Each ratio r of `spec` (FilterShape: the filter and the shape ratio) becomes
-    `polynomial_sparsity(step, r, end_step, 0.0, 0, power)`: 0 at step 0, r
-    from `end_step` on.
-
-    Raises:
-        ValueError: `spec` is N:M (it has no ratio to schedule), or
-            end_step <= 0.
-
-    >>> round(scheduled_sparsity("filter:0.8", 50, 100).ratio, 6)
-    0.7
-    """
-    spec = sparsity_lib.parse(spec)
-    if isinstance(spec, sparsity_lib.NM):
-        raise ValueError(
-            f"{spec} has no ratio to prune gradually. Use unstructured, filter, "
-            "channel, shape or filter_shape sparsity for the gradual method."
-        )
-
-    def at(ratio):
-        return polynomial_sparsity(step, ratio, end_step, power=power)
-
-    if isinstance(spec, sparsity_lib.FilterShape):
-        return sparsity_lib.FilterShape(at(spec.filter_ratio), at(spec.shape_ratio))
-    return type(spec)(at(spec.ratio))
-
-
-def stage_plan(plan, stage, stages, power=3.0) -> PruningPlan:
-    """`plan` with its ratios at stage `stage` of `stages` of progressive ADMM.
-
-    Each ratio is `scheduled_sparsity` at step `stage` of `stages`: the last
-    stage is `plan` itself. N:M targets keep their pattern (no ratio).
-
-    >>> rules = stage_plan(PruningPlan({"conv": "filter:0.8"}), 1, 2).to_dict()["rules"]
-    >>> round(sparsity_lib.parse(rules[0]["sparsity"]).ratio, 6)
-    0.7
-    """
-    if not 1 <= stage <= stages:
-        raise ValueError(f"stage must be in [1, {stages}], got {stage}.")
-    if stage == stages:
-        return plan
-    rules = []
-    for rule in plan.to_dict()["rules"]:
-        spec = sparsity_lib.parse(rule["sparsity"])
-        if not isinstance(spec, sparsity_lib.NM):
-            spec = scheduled_sparsity(spec, stage, stages, power)
-        rules.append(dict(rule, sparsity=str(spec)))
-    return PruningPlan.from_dict({"rules": rules})
 
 
 # -------------------------------------------------------------- group lasso
@@ -801,45 +714,42 @@ class _GradualPruning(keras.callbacks.Callback):
             variable.assign(value * mask.astype(value.dtype))
 
 
-def _run_admm(model, plan, fit, adam, phases, options, steps_per_epoch, graph):
-    """Phase 1 of "admm": progressive ADMM stages, hard prune, masked training."""
-    from keras_admm.graph import GroupProjection
-
+def _run_admm(model, plan, data, options, phases, budget, graph, verbose):
+    """Phase 1 of "admm": `progressive_admm` with the options' stages."""
     prune_epochs = phases[0]["epochs"]
     stage_epochs = options.admm_epochs(prune_epochs)
-    updates = max(1, options.admm_updates // max(1, len(stage_epochs)))
-    for stage, epochs in enumerate(stage_epochs, start=1):
-        target = stage_plan(plan, stage, len(stage_epochs), options.gradual_power)
-        target = target.resolve(model)
-        admm_steps = max(1, math.ceil(epochs * steps_per_epoch / updates))
-        projection = None
-        if graph is not None:
-            projection = GroupProjection.from_plan(model, target, graph=graph)
-        _compile(
-            model,
-            ADMMWrapper(
-                adam(0),
-                target,
-                rho=options.rho,
-                rho_multiplier=options.rho_multiplier,
-                admm_steps=admm_steps,
-                rescale_dual=options.rescale_dual,
-                projection=projection,
-            ),
-            options,
-        )
-        fit(epochs)
-    masks = hard_prune(model, plan, graph=graph)
+    if not stage_epochs:
+        return hard_prune(model, plan, graph=graph)
+    updates = max(1, options.admm_updates // len(stage_epochs))
     masked_epochs = prune_epochs - sum(stage_epochs)
-    if masked_epochs:
-        _compile(model, MaskedWrapper(adam(0), masks), options)
-        fit(masked_epochs)
+    learning_rate = phases[0]["learning_rate"]
+    result = progressive_admm(
+        model,
+        plan,
+        data[0],
+        data[1],
+        optimizer=lambda: keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=options.from_logits
+        ),
+        metrics=["accuracy"],
+        stage_epochs=stage_epochs,
+        masked_epochs=masked_epochs,
+        rho=options.rho,
+        rho_multiplier=options.rho_multiplier,
+        updates_per_stage=updates,
+        power=options.gradual_power,
+        graph=graph if graph is not None else False,
+        rescale_dual=options.rescale_dual,
+        batch_size=budget.batch_size,
+        verbose=verbose,
+    )
     phases[0].update(
         admm_stage_epochs=stage_epochs,
         admm_updates_per_stage=updates,
         masked_epochs=masked_epochs,
     )
-    return masks
+    return result.masks
 
 
 def run_method(
@@ -945,7 +855,7 @@ def run_method(
     tick = time.time()
     if method == "admm":
         masks = _run_admm(
-            model, plan, fit, adam, phases, options, steps_per_epoch, graph
+            model, plan, (x_train, y_train), options, phases, budget, graph, verbose
         )
     elif method in ("one_shot_l2", "one_shot_l1"):
         masks = norm_masks(model, plan, norm=method[-2:], graph=graph)

@@ -99,14 +99,18 @@ def _optimizer_factory(optimizer):
     )
 
 
-def _steps_per_epoch(x, batch_size):
+def _steps_per_epoch(x, batch_size, validation_split=0.0):
     """Optimizer steps in one epoch over `x` (None when it cannot be known)."""
+    samples = None
     if isinstance(x, np.ndarray) or hasattr(x, "__array__"):
-        return math.ceil(len(x) / (batch_size or 32))
-    if isinstance(x, (list, tuple)) and x and hasattr(x[0], "__len__"):
-        return math.ceil(len(x[0]) / (batch_size or 32))
-    if isinstance(x, dict) and x:
-        return math.ceil(len(next(iter(x.values()))) / (batch_size or 32))
+        samples = len(x)
+    elif isinstance(x, (list, tuple)) and x and hasattr(x[0], "__len__"):
+        samples = len(x[0])
+    elif isinstance(x, dict) and x:
+        samples = len(next(iter(x.values())))
+    if samples is not None:  # model.fit trains on the first (1 - split) share
+        samples = int(samples * (1.0 - (validation_split or 0.0)))
+        return max(1, math.ceil(samples / (batch_size or 32)))
     cardinality = getattr(x, "cardinality", None)
     if callable(cardinality):
         count = int(cardinality())
@@ -206,7 +210,9 @@ def progressive_admm(
         steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
         fit_kwargs["steps_per_epoch"] = steps_per_epoch
     else:
-        steps_per_epoch = _steps_per_epoch(x, fit_kwargs.get("batch_size"))
+        steps_per_epoch = _steps_per_epoch(
+            x, fit_kwargs.get("batch_size"), fit_kwargs.get("validation_split")
+        )
         if steps_per_epoch is None:
             raise ValueError(
                 "progressive_admm cannot tell how many steps an epoch of this "

@@ -176,3 +176,18 @@ def test_a_dataset_of_unknown_length_needs_steps_per_epoch():
         verbose=0,
     )
     assert result.admm_steps == [1] and len(result.histories) == 2
+
+
+def test_steps_per_epoch_follows_what_model_fit_will_do():
+    from keras_admm.progressive import _steps_per_epoch
+
+    x = np.zeros((100, 3), "float32")
+    assert _steps_per_epoch(x, None) == 4  # Keras' default batch of 32
+    assert _steps_per_epoch(x, 10) == 10
+    assert _steps_per_epoch(x, 10, validation_split=0.2) == 8
+    assert _steps_per_epoch([x, x], 30) == 4
+    assert _steps_per_epoch({"a": x}, 50) == 2
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(7)
+    assert _steps_per_epoch(batches, None) == 15
+    assert _steps_per_epoch(batches.repeat(), None) is None
+    assert _steps_per_epoch(iter(range(3)), 10) is None

@@ -630,14 +630,18 @@ def _check_method(method):
         )
 
 
-def _compile(model, optimizer, options):
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(
+def _loss_and_metrics(options):
+    """The compile() loss and metrics every method trains with."""
+    return {
+        "loss": keras.losses.SparseCategoricalCrossentropy(
             from_logits=options.from_logits
         ),
-        metrics=["accuracy"],
-    )
+        "metrics": ["accuracy"],
+    }
+
+
+def _compile(model, optimizer, options):
+    model.compile(optimizer=optimizer, **_loss_and_metrics(options))
 
 
 def _split(data):
@@ -729,17 +733,14 @@ def _run_admm(model, plan, data, options, phases, budget, graph, verbose):
         data[0],
         data[1],
         optimizer=lambda: keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=options.from_logits
-        ),
-        metrics=["accuracy"],
+        **_loss_and_metrics(options),
         stage_epochs=stage_epochs,
         masked_epochs=masked_epochs,
         rho=options.rho,
         rho_multiplier=options.rho_multiplier,
         updates_per_stage=updates,
         power=options.gradual_power,
-        graph=graph if graph is not None else False,
+        graph=graph,
         rescale_dual=options.rescale_dual,
         batch_size=budget.batch_size,
         verbose=verbose,

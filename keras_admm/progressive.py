@@ -32,6 +32,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_admm.graph import DependencyGraph, GroupProjection
 from keras_admm.masks import hard_prune
 from keras_admm.optimizers import ADMMWrapper, MaskedWrapper
 from keras_admm.plan import as_plan
@@ -166,7 +167,8 @@ def progressive_admm(
         power: exponent of the stage schedule (3: tfmot's and Zhu & Gupta's).
         graph: True builds a `DependencyGraph`, so that coupled channels are
             cut together (`GroupProjection`, `hard_prune(..., graph=)`); a
-            DependencyGraph uses that one; False projects kernel by kernel.
+            DependencyGraph uses that one; False (or None) projects kernel by
+            kernel.
         rescale_dual: ADMMWrapper's `rescale_dual`.
         **fit_kwargs: passed to every `model.fit` call (batch_size, callbacks,
             validation_data, verbose, ...), but not epochs: use
@@ -220,8 +222,6 @@ def progressive_admm(
                 "steps_per_epoch=... (it is also passed to model.fit)."
             )
     if graph is True:
-        from keras_admm.graph import DependencyGraph
-
         graph = DependencyGraph.from_model(model)
     elif graph is False:
         graph = None
@@ -236,8 +236,6 @@ def progressive_admm(
         admm_steps = max(1, math.ceil(epochs * steps_per_epoch / updates_per_stage))
         projection = None
         if graph is not None:
-            from keras_admm.graph import GroupProjection
-
             projection = GroupProjection.from_plan(model, target, graph=graph)
         wrapper = ADMMWrapper(
             make_optimizer(),

@@ -44,7 +44,7 @@ def ratio_of(plan, layer):
     raise AssertionError(f"{layer} not in {plan}")
 
 
-@pytest.mark.parametrize("graph", [True, False])
+@pytest.mark.parametrize("graph", [True, False, None])
 def test_stages_climb_to_the_plan_then_the_prune_is_exact(graph):
     model = small_model()
     x, y = data()

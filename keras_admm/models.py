@@ -40,22 +40,51 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
     )
 
 
-def resnet_cifar(depth=20, input_shape=(32, 32, 3), num_classes=10, name=None):
+def _inputs_normalized(input_shape, mean, std):
+    """Input layer, then a fixed per-channel normalisation when mean/std are given.
+
+    With them, the model takes raw pixels (e.g. 0-255 RGB) and normalises inside,
+    so saved and exported models need no preprocessing.
+    """
+    inputs = keras.Input(input_shape)
+    if mean is None and std is None:
+        return inputs, inputs
+    if mean is None or std is None:
+        raise ValueError("Pass both mean and std (per channel) or neither.")
+    if len(mean) != input_shape[-1] or len(std) != input_shape[-1]:
+        raise ValueError(
+            f"mean and std need one value per input channel ({input_shape[-1]}), "
+            f"got {len(mean)} and {len(std)}."
+        )
+    if min(std) <= 0:
+        raise ValueError(f"std must be > 0 per channel, got {tuple(std)}.")
+    variance = [float(s) ** 2 for s in std]
+    x = layers.Normalization(
+        axis=-1, mean=[float(m) for m in mean], variance=variance, name="normalize"
+    )(inputs)
+    return inputs, x
+
+
+def resnet_cifar(
+    depth=20, input_shape=(32, 32, 3), num_classes=10, name=None, mean=None, std=None
+):
     """ResNet for CIFAR (He et al. 2016): depth = 6n + 2, widths 16/32/64.
 
     Basic blocks with BatchNorm; the shortcut is the identity, or a strided 1x1
-    conv + BN where the shape changes. Outputs logits.
+    conv + BN where the shape changes. Outputs logits. With per-channel `mean`
+    and `std` a Normalization layer ("normalize") comes first, so the model
+    takes raw pixels.
 
     Raises:
-        ValueError: depth is not 6n + 2.
+        ValueError: depth is not 6n + 2, or mean/std malformed.
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(
             f"ResNet-CIFAR depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}."
         )
     blocks = (depth - 2) // 6
-    inputs = keras.Input(input_shape)
-    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    inputs, x = _inputs_normalized(input_shape, mean, std)
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1")(x)
     x = layers.BatchNormalization(name="bn1")(x)
     x = layers.ReLU(name="relu1")(x)
     for stage, width in enumerate((16, 32, 64), start=1):

@@ -6,6 +6,11 @@
     model.fit(x, y, epochs=10, callbacks=[keras_admm.ADMMLogger()])
     masks = keras_admm.hard_prune(model, plan)
 
+A run walks down the package: `plan` -> `training` (ADMM) -> `pruning` (hard
+prune, masks) -> `compaction` -> `exporting` -> `profiling`; `registry` (the layer
+table), `graph` (channel dependencies) and `sparsity` (projections) are the
+ground they stand on. docs/ARCHITECTURE.md draws the tree.
+
 `import keras_admm` imports everything, which registers the Keras-serializable
 classes (ADMMWrapper, MaskedWrapper, the sparsity types) so that
 `keras.saving.load_model()` finds them. With the environment variable
@@ -20,40 +25,51 @@ import os
 from keras_admm.version import __version__ as __version__
 
 _EXPORTS = {
-    "ADMMLogger": "keras_admm.callbacks",
-    "ADMMRegularizer": "keras_admm.regularizers",
-    "ADMMWrapper": "keras_admm.optimizers",
-    "CompactionSummary": "keras_admm.compaction",
+    # planning
+    "LayerTarget": "keras_admm.plan",
+    "PruningPlan": "keras_admm.plan",
+    "LevelPlan": "keras_admm.pruning.flops_target",
+    "plan_for_flops_reduction": "keras_admm.pruning.flops_target",
+    # training with ADMM, masked retraining
+    "ADMMLogger": "keras_admm.training",
+    "ADMMRegularizer": "keras_admm.training",
+    "ADMMWrapper": "keras_admm.training",
+    "MaskedWrapper": "keras_admm.training",
+    "ProgressiveResult": "keras_admm.training",
+    "find_admm_wrapper": "keras_admm.training",
+    "progressive_admm": "keras_admm.training",
+    # pruning: masks, methods without ADMM, the report
     "DependencyGraph": "keras_admm.graph",
+    "GroupProjection": "keras_admm.pruning",
+    "GradualPruning": "keras_admm.pruning.gradual",
+    "GroupLasso": "keras_admm.pruning.group_lasso",
+    "apply_masks": "keras_admm.pruning",
+    "hard_prune": "keras_admm.pruning",
+    "masks_from_model": "keras_admm.pruning",
+    "one_shot_prune": "keras_admm.pruning.one_shot",
+    "sparsity_report": "keras_admm.pruning",
+    # compaction, export, profiling
+    "CompactionSummary": "keras_admm.compaction",
+    "compact": "keras_admm.compaction",
     "ExportError": "keras_admm.exporting",
     "ExportResult": "keras_admm.exporting",
     "ExportVerificationError": "keras_admm.exporting",
-    "LayerTarget": "keras_admm.plan",
-    "MaskedWrapper": "keras_admm.optimizers",
-    "GroupProjection": "keras_admm.graph",
-    "PruningPlan": "keras_admm.plan",
-    "ProgressiveResult": "keras_admm.progressive",
-    "apply_masks": "keras_admm.masks",
-    "compact": "keras_admm.compaction",
-    "count_flops": "keras_admm.profiling",
     "export": "keras_admm.exporting",
-    "find_admm_wrapper": "keras_admm.optimizers",
-    "hard_prune": "keras_admm.masks",
-    "masks_from_model": "keras_admm.masks",
+    "count_flops": "keras_admm.profiling",
     "profile_models": "keras_admm.profiling",
-    "progressive_admm": "keras_admm.progressive",
-    "register_flops": "keras_admm.profiling",
-    "sparsity_report": "keras_admm.masks",
+    "register_flops": "keras_admm.registry",
 }
 _SUBMODULES = (
-    "baselines",
-    "comparison",
+    "compaction",
     "graph",
-    "layers",
-    "layers_registry",
+    "models",
+    "plan",
     "profiling",
+    "pruning",
+    "registry",
     "schedules",
     "sparsity",
+    "training",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -35,11 +35,18 @@ import os
 
 import keras
 
-from keras_admm import layers_registry
+from keras_admm import registry
 from keras_admm import sparsity as sparsity_lib
 from keras_admm.tables import dump_json
 
-__all__ = ["PruningPlan", "LayerTarget", "as_plan", "find_variable", "prunable_layers"]
+__all__ = [
+    "PruningPlan",
+    "LayerTarget",
+    "as_plan",
+    "find_variable",
+    "planned_kernels",
+    "prunable_layers",
+]
 
 _GLOB_CHARS = set("*?[")
 
@@ -103,7 +110,7 @@ def all_layers(model) -> list:
 
 def prunable_layers(model) -> list:
     """Every layer of `model` (nested models included) with a prunable kernel."""
-    return [layer for layer in all_layers(model) if layers_registry.kernel_spec(layer)]
+    return [layer for layer in all_layers(model) if registry.kernel_spec(layer)]
 
 
 def as_plan(plan, owner="keras_admm") -> PruningPlan:
@@ -259,7 +266,7 @@ class PruningPlan:
                         f"The plan names layer '{text}', which is not in model "
                         f"'{model.name}'. Prunable layers: {prunable_names}."
                     )
-                if not layers_registry.kernel_spec(named[0]):
+                if not registry.kernel_spec(named[0]):
                     raise ValueError(
                         f"The plan names layer '{text}' ({type(named[0]).__name__}), "
                         f"which has no prunable kernel. Prunable layers: "
@@ -284,8 +291,8 @@ class PruningPlan:
             matched, spec = self._match(layer)
             if not matched or spec is None:
                 continue
-            kernel_spec = layers_registry.kernel_spec(layer)
-            variable = layers_registry.kernel_variable(layer)
+            kernel_spec = registry.kernel_spec(layer)
+            variable = registry.kernel_variable(layer)
             spec.check_kernel(tuple(variable.shape), kernel_spec.layout, layer.name)
             targets.append(
                 LayerTarget(
@@ -325,6 +332,34 @@ class PruningPlan:
                 "build it with PruningPlan.uniform(model, ...)."
             )
         return self.targets
+
+    def map_sparsity(self, fn) -> PruningPlan:
+        """A plan whose every sparsity is `fn(sparsity)`, still resolved if this is.
+
+        Derived plans (the stages of progressive ADMM, gradual pruning's
+        schedule) come from here: targets keep their layer, kernel and layout,
+        so nothing is resolved again and nothing goes through text. Excluding
+        rules (None) stay excluding.
+
+        Raises:
+            ValueError: a new sparsity does not fit its kernel.
+
+        Example:
+
+            half = plan.map_sparsity(lambda s: type(s)(s.ratio / 2))
+        """
+        rules = [
+            (key, None if spec is None else fn(spec))
+            for key, spec in self._rule_pairs()
+        ]
+        targets = None
+        if self.targets is not None:
+            targets = []
+            for target in self.targets:
+                spec = fn(target.sparsity)
+                spec.check_kernel(target.kernel_shape, target.layout, target.layer_name)
+                targets.append(dataclasses.replace(target, sparsity=spec))
+        return PruningPlan(rules, targets=targets)
 
     # ----------------------------------------------------------- serialization
     def _rule_pairs(self):
@@ -431,3 +466,54 @@ class PruningPlan:
         body = ", ".join(f"{kind}={text!r}: {spec}" for kind, text, spec in self.rules)
         state = f", {len(self.targets)} targets" if self.targets is not None else ""
         return f"PruningPlan([{body}]{state})"
+
+
+def _as_resolved_plan(model, plan) -> PruningPlan:
+    plan = as_plan(plan, "keras_admm")
+    return plan if plan.resolved else plan.resolve(model)
+
+
+def planned_kernels(model, plan) -> list:
+    """The (LayerTarget, kernel variable) pairs of `plan` in `model`, checked.
+
+    Resolves the plan against `model` when it is not resolved yet, then checks
+    that every target's kernel exists in `model` with the planned shape and that
+    its sparsity fits that kernel. Nothing is modified.
+
+    Args:
+        model: a built Keras model.
+        plan: a PruningPlan (resolved or not) or a dict of rules.
+
+    Returns:
+        A list of (LayerTarget, keras.Variable) pairs in plan order.
+
+    Raises:
+        TypeError: `plan` is not a PruningPlan or a dict.
+        ValueError: the plan does not fit the model (see `PruningPlan.resolve`),
+            or a resolved plan names a kernel that is missing or has another
+            shape in this model.
+    """
+    resolved = _as_resolved_plan(model, plan)
+    variables = model.weights
+    pairs = []
+    for target in resolved.targets:
+        variable = find_variable(variables, target.weight_path)
+        if variable is None:
+            raise ValueError(
+                f"The plan prunes layer '{target.layer_name}' through variable "
+                f"'{target.weight_path}', which is not in model '{model.name}'. "
+                "The plan was resolved against another model: call "
+                "plan.resolve(model) on this model, or pass the unresolved plan."
+            )
+        if tuple(variable.shape) != tuple(target.kernel_shape):
+            raise ValueError(
+                f"The plan expects the kernel of layer '{target.layer_name}' to have "
+                f"shape {tuple(target.kernel_shape)}, but '{target.weight_path}' in "
+                f"model '{model.name}' has shape {tuple(variable.shape)}. Resolve "
+                "the plan against this model with plan.resolve(model)."
+            )
+        target.sparsity.check_kernel(
+            tuple(variable.shape), target.layout, target.layer_name
+        )
+        pairs.append((target, variable))
+    return pairs

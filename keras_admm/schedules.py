@@ -85,20 +85,21 @@ def stage_plan(plan, stage, stages, power=3.0) -> PruningPlan:
     """`plan` with its ratios at stage `stage` of `stages` of progressive ADMM.
 
     Each ratio is `scheduled_sparsity` at step `stage` of `stages`: the last
-    stage is `plan` itself. N:M targets keep their pattern (no ratio).
+    stage is `plan` itself. N:M targets keep their pattern (no ratio). A
+    resolved plan gives a resolved plan (`PruningPlan.map_sparsity`).
 
-    >>> rules = stage_plan(PruningPlan({"conv": "filter:0.8"}), 1, 2).to_dict()["rules"]
-    >>> round(sparsity_lib.parse(rules[0]["sparsity"]).ratio, 6)
+    >>> half = stage_plan(PruningPlan({"conv": "filter:0.8"}), 1, 2)
+    >>> round(half.rules[0][2].ratio, 6)
     0.7
     """
     if not 1 <= stage <= stages:
         raise ValueError(f"stage must be in [1, {stages}], got {stage}.")
     if stage == stages:
         return plan
-    rules = []
-    for rule in plan.to_dict()["rules"]:
-        spec = sparsity_lib.parse(rule["sparsity"])
-        if not isinstance(spec, sparsity_lib.NM):
-            spec = scheduled_sparsity(spec, stage, stages, power)
-        rules.append(dict(rule, sparsity=str(spec)))
-    return PruningPlan.from_dict({"rules": rules})
+
+    def at_stage(spec):
+        if isinstance(spec, sparsity_lib.NM):
+            return spec
+        return scheduled_sparsity(spec, stage, stages, power)
+
+    return plan.map_sparsity(at_stage)

@@ -13,7 +13,7 @@ projections run inside a compiled train step on any Keras backend.
 
 Kernels use Keras' layouts: Dense (in, out); ConvND (*spatial, in, out). Other
 layouts (Conv2DTranspose, DepthwiseConv2D) are described by a `KernelLayout`,
-which `keras_admm.layers_registry` supplies per layer class.
+which `keras_admm.registry` supplies per layer class.
 
 Example:
 

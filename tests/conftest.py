@@ -7,8 +7,12 @@ and use the fixtures (`lenet_model`, `multi_conv_model`) by name.
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tools/ on sys.path, as when its scripts run: its harness package is importable.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -162,3 +166,31 @@ def assert_feasible(kernel, sparsity, layout=STANDARD):
             f"{sparsity}: {used} non-zero {group_kind} groups of {groups}, "
             f"at most {allowed} allowed"
         )
+
+
+def tiny_model():
+    """conv1 8@3x3 (14x14 out), pool, conv2 16@3x3 (5x5 out), fc1 16, fc2 10."""
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(2, name="pool1"),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(16, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="fc2"),
+        ],
+        name="tiny",
+    )
+
+
+class TinyData:
+    """Random images and labels: enough to run every method, not to learn."""
+
+    def __init__(self, train=128, test=64, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x_train = rng.random((train, 16, 16, 1), dtype="float32")
+        self.y_train = rng.integers(0, 10, train)
+        self.x_test = rng.random((test, 16, 16, 1), dtype="float32")
+        self.y_test = rng.integers(0, 10, test)
+        self.source = f"random ({train} train, {test} test)"

@@ -3,8 +3,8 @@ r"""ADMM against baseline pruning methods at equal budgets, along conv FLOPs lev
 One run trains LeNet-5 densely once on MNIST (cached in --output_dir), then for
 every sparsity type (filter, shape, filter_shape, unstructured) and conv FLOPs
 reduction level (2x, 4x, 8x, 16x) derives one pruning plan
-(`keras_admm.baselines.plan_for_flops_reduction`) and prunes the same pretrained
-weights with each method of `keras_admm.baselines` (ADMM, one-shot L2 / L1,
+(`keras_admm.plan_for_flops_reduction`) and prunes the same pretrained
+weights with each method of `harness.methods` (ADMM, one-shot L2 / L1,
 gradual polynomial, group lasso) within the same epoch budget, on the same data.
 It records held-out accuracy, the conv FLOPs and weights reductions
 (`keras_admm.sparsity_report`) and, when `keras_admm.compaction` exists, the
@@ -29,8 +29,7 @@ import dataclasses
 import os
 
 from absl import app, flags
-
-from keras_admm.comparison import ComparisonConfig, load_data, markdown, run_comparison
+from harness.comparison import ComparisonConfig, load_data, markdown, run_comparison
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +47,7 @@ _TYPES = flags.DEFINE_list(
 _METHODS = flags.DEFINE_list(
     "methods",
     ["admm", "one_shot_l2", "one_shot_l1", "gradual", "group_lasso"],
-    "Methods of keras_admm.baselines.",
+    "Methods of tools/harness/methods.py.",
 )
 _SEEDS = flags.DEFINE_integer(
     "seeds", 3, "Seeds at the --seeded_levels highest levels.", lower_bound=1
@@ -130,19 +129,20 @@ def config_from_flags() -> ComparisonConfig:
     bad = [v for v in levels if v <= 1]
     if bad:
         raise app.UsageError(f"--levels must be factors > 1, got {bad}.")
-    from keras_admm import baselines
+    from harness import methods
+
+    from keras_admm.pruning.flops_target import LEVEL_TYPES
 
     for kind in _TYPES.value:
-        if kind not in baselines.LEVEL_TYPES:
+        if kind not in LEVEL_TYPES:
             raise app.UsageError(
-                f"--types: unknown type {kind!r}; use "
-                f"{', '.join(baselines.LEVEL_TYPES)}."
+                f"--types: unknown type {kind!r}; use {', '.join(LEVEL_TYPES)}."
             )
     for method in _METHODS.value:
-        if method not in baselines.METHODS:
+        if method not in methods.METHODS:
             raise app.UsageError(
                 f"--methods: unknown method {method!r}; use "
-                f"{', '.join(baselines.METHODS)}."
+                f"{', '.join(methods.METHODS)}."
             )
     if _FINETUNE_EPOCHS.value > _EPOCHS.value:
         raise app.UsageError(

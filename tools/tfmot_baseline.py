@@ -12,7 +12,7 @@ model's `get_weights()` load unchanged), and for each point of --points:
    (`sparsity_m_by_n=(2, 4)`, ConstantSparsity from step 0);
 2. trains phase 1 (`epochs - finetune_epochs` epochs, Adam at `learning_rate`)
    and phase 2 (`finetune_epochs`, a fresh Adam at `finetune_learning_rate`,
-   masks held): the same budget and learning rates as keras_admm.baselines;
+   masks held): the same budget and learning rates as tools/harness/methods.py;
 3. strips the pruning wrappers (`strip_pruning`) and reports held-out accuracy,
    per-layer weight sparsity, the conv FLOPs and weights reductions (counted as
    keras_admm.sparsity_report counts them: non-zero kernel weights x output

@@ -16,7 +16,7 @@ Runtime never imports TensorFlow.
 
 from .engines import Engine, create_engine, engine_names, register_engine
 from .environment import environment_info
-from .flops import count_flops, flops_counter_for, layer_flops, register_flops
+from .flops import count_flops, layer_flops, register_flops
 from .onnx_flops import count_onnx_flops, onnx_layer_flops
 from .profiler import profile_models
 from .report import (
@@ -42,7 +42,6 @@ __all__ = [
     "create_engine",
     "engine_names",
     "environment_info",
-    "flops_counter_for",
     "layer_flops",
     "markdown_report",
     "onnx_layer_flops",

@@ -23,10 +23,10 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_admm import graph as graph_lib
+from keras_admm import registry
 from keras_admm.compaction import compact
-from keras_admm.masks import hard_prune
 from keras_admm.plan import PruningPlan, prunable_layers
+from keras_admm.pruning import hard_prune
 
 __all__ = [
     "random_model",
@@ -289,7 +289,7 @@ def random_pruning(model, seed) -> dict:
         if kernel is None or rng.random() < 0.5:
             continue
         value = keras.ops.convert_to_numpy(kernel)
-        rule = graph_lib.rule_for(layer)
+        rule = registry.channel_rule(layer)
         axis = (rule.out_axis if rule is not None else -1) % value.ndim
         if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
             axis = value.ndim - 2

@@ -14,7 +14,12 @@ import json
 import keras
 import numpy as np
 
-from keras_admm import MaskedWrapper, baselines, models
+import sys
+
+sys.path.insert(0, "tools")
+from harness import methods  # noqa: E402
+
+from keras_admm import MaskedWrapper, models, plan_for_flops_reduction  # noqa: E402
 
 d = np.load("runs/compare/full/data.npz")
 x = d["x_train"].astype("float32") / 255.0
@@ -27,19 +32,19 @@ m = models.lenet5()
 m.load_weights("runs/probes/dense_val.weights.h5")
 W = m.get_weights()
 for kind, level in [("shape", 16), ("shape", 8)]:
-    lp = baselines.plan_for_flops_reduction(
+    lp = plan_for_flops_reduction(
         models.lenet5(), kind, float(level), extra_rules=[("fc1", "unstructured:0.9")]
     )
     for s in (0, 1):
         res = {}
         for method in ("admm", "gradual"):
-            r = baselines.run_method(
+            r = methods.run_method(
                 method,
                 models.lenet5,
                 W,
                 data,
                 lp.plan,
-                baselines.TrainingBudget(epochs=9, finetune_epochs=3),
+                methods.TrainingBudget(epochs=9, finetune_epochs=3),
                 seed=s,
             )
             res[method] = r

@@ -9,7 +9,12 @@ admm. Run from the repo root:
 
 import numpy as np
 
-from keras_admm import baselines, models
+import sys
+
+sys.path.insert(0, "tools")
+from harness import methods  # noqa: E402
+
+from keras_admm import models, plan_for_flops_reduction  # noqa: E402
 
 d = np.load("runs/compare/full/data.npz")
 data = tuple(
@@ -19,17 +24,17 @@ data = tuple(
 with np.load("runs/compare/full/dense_weights.npz") as s:
     W = [s[f"arr_{i}"] for i in range(len(s.files))]
 for kind, level, seed in [("filter", 8, 1), ("shape", 16, 1)]:
-    lp = baselines.plan_for_flops_reduction(
+    lp = plan_for_flops_reduction(
         models.lenet5(), kind, float(level), extra_rules=[("fc1", "unstructured:0.9")]
     )
-    r = baselines.run_method(
+    r = methods.run_method(
         "admm",
         models.lenet5,
         W,
         data,
         lp.plan,
-        baselines.TrainingBudget(epochs=9, finetune_epochs=3),
-        baselines.MethodOptions(),
+        methods.TrainingBudget(epochs=9, finetune_epochs=3),
+        methods.MethodOptions(),
         seed=seed,
     )
     print("RESULT", kind, level, seed, repr(r.accuracy), r.phases[0], flush=True)

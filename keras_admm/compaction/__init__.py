@@ -1,0 +1,18 @@
+"""Compaction: rewrite a pruned model into a smaller dense one, same outputs.
+
+`compact(model)` (compactor.py) removes the channels the outputs do not need
+through residual, concatenated and depthwise graphs; `summary.py` reports what
+it did; `layers.py` holds the column-sparse conv it may write.
+"""
+
+from keras_admm.compaction.compactor import column_sparse_pays, compact
+from keras_admm.compaction.layers import ColumnSparseConv2D, same_padding
+from keras_admm.compaction.summary import CompactionSummary
+
+__all__ = [
+    "ColumnSparseConv2D",
+    "CompactionSummary",
+    "column_sparse_pays",
+    "compact",
+    "same_padding",
+]

@@ -1,0 +1,211 @@
+"""The ADMM core shared by ADMMWrapper (fit) and ADMMRegularizer (custom loops).
+
+Both keep, per planned kernel W, a state dict {"layer_name", "target",
+"weight", "z", "u", "rho"}. This module checks their settings, computes the
+penalty and its gradient, runs the Z/U/rho update on such states, measures
+the primal residual, and finds the ADMM state behind a (wrapped) optimizer:
+
+    penalty  : sum_i rho_i / 2 * ||W_i - Z_i + U_i||^2, gradient rho_i (W - Z + U)
+    Z-step   : Z_i <- Proj_{S_i}(W_i + U_i)
+    U-step   : U_i <- U_i + W_i - Z_i
+    rho      : rho_i <- min(rho_i * rho_multiplier, rho_max)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from keras import ops
+
+__all__ = [
+    "check_settings",
+    "project_each",
+    "new_state",
+    "penalty",
+    "penalty_gradient",
+    "update_z_u_rho",
+    "primal_residual",
+    "primal_residuals",
+    "find_admm_wrapper",
+]
+
+
+def _number(owner, name, value, fix):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner} `{name}` must be a number, got {value!r} "
+            f"({type(value).__name__}). {fix}"
+        )
+    if math.isnan(value):
+        raise ValueError(f"{owner} `{name}` must not be NaN. {fix}")
+    return float(value)
+
+
+def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
+    """Validated (rho, rho_multiplier, rho_max, admm_steps), or a clear error.
+
+    Raises:
+        TypeError / ValueError naming `owner`, the argument, its value and the
+        fix. Nothing is created before the check passes.
+    """
+    rho = _number(owner, "rho", rho, "Pass a positive penalty such as 1e-3.")
+    if rho <= 0:
+        raise ValueError(
+            f"{owner} `rho` must be > 0, got {rho!r}. Pass a positive penalty "
+            "such as rho=1e-3."
+        )
+    rho_multiplier = _number(
+        owner, "rho_multiplier", rho_multiplier, "Use 1.0 for a fixed rho."
+    )
+    if rho_multiplier < 1:
+        raise ValueError(
+            f"{owner} `rho_multiplier` must be >= 1, got {rho_multiplier!r}: rho "
+            "may only grow. Use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
+            "every Z/U update."
+        )
+    rho_max = _number(owner, "rho_max", rho_max, "Set rho_max >= rho.")
+    if rho_max < rho:
+        raise ValueError(
+            f"{owner} `rho_max` ({rho_max!r}) must be >= rho ({rho!r}). Set "
+            f"rho_max >= {rho!r}, or lower rho."
+        )
+    if isinstance(admm_steps, bool) or not isinstance(admm_steps, numbers.Integral):
+        raise TypeError(
+            f"{owner} `admm_steps` must be an int, got {admm_steps!r} "
+            f"({type(admm_steps).__name__}). Pass e.g. admm_steps=100."
+        )
+    if admm_steps < 1:
+        raise ValueError(
+            f"{owner} `admm_steps` must be >= 1, got {admm_steps}. It is the "
+            "number of optimizer steps between Z/U updates, e.g. one epoch."
+        )
+    return rho, rho_multiplier, rho_max, int(admm_steps)
+
+
+def project_each(targets):
+    """The per-kernel projection: {path: V} -> {path: Proj_{S}(V)} of `targets`.
+
+    Each kernel is projected on its own sparsity set; a `GroupProjection`
+    replaces it when coupled channels must be cut together.
+    """
+    targets = list(targets)
+
+    def project(values):
+        return {
+            t.weight_path: t.sparsity.project(values[t.weight_path], t.layout)
+            for t in targets
+        }
+
+    return project
+
+
+def new_state(target, weight, z, u, rho) -> dict:
+    """The state dict of one planned kernel (z, u, rho: variables)."""
+    return {
+        "layer_name": target.layer_name,
+        "target": target,
+        "weight": weight,
+        "z": z,
+        "u": u,
+        "rho": rho,
+    }
+
+
+def penalty_gradient(state, variable, dtype):
+    """rho * (W - Z + U): the penalty's gradient for one kernel, in `dtype`."""
+    rho = ops.cast(state["rho"], dtype)
+    return rho * (
+        ops.cast(variable, dtype)
+        - ops.cast(state["z"], dtype)
+        + ops.cast(state["u"], dtype)
+    )
+
+
+def penalty(states):
+    """sum_i rho_i / 2 * ||W_i - Z_i + U_i||^2 as a float32 scalar tensor."""
+    total = ops.zeros((), dtype="float32")
+    for state in states:
+        gap = ops.cast(state["weight"], "float32") - state["z"] + state["u"]
+        total = total + 0.5 * state["rho"] * ops.sum(ops.square(gap))
+    return total
+
+
+def update_z_u_rho(states, project, rho_multiplier, rho_max, rescale_dual=False):
+    """Z <- Proj(W + U), U <- U + W - Z, rho <- min(rho * multiplier, rho_max).
+
+    Args:
+        states: the per-kernel state dicts.
+        project: {weight_path: W + U} -> {weight_path: Z}, the (joint)
+            projection onto the planned sparsity sets.
+        rho_multiplier, rho_max: the rho schedule.
+        rescale_dual: also scale U by rho_old / rho_new, so that the unscaled
+            dual rho * U is unchanged when rho grows (Boyd et al. 2011,
+            section 3.4.1). Off by default, as in the StructADMM code.
+    """
+    weights = {
+        s["target"].weight_path: ops.cast(
+            ops.convert_to_tensor(s["weight"]), s["z"].dtype
+        )
+        for s in states
+    }
+    projected = project(
+        {path: w + s["u"] for (path, w), s in zip(weights.items(), states)}
+    )
+    for state in states:
+        path = state["target"].weight_path
+        new_z = projected[path]
+        new_u = state["u"] + weights[path] - new_z
+        new_rho = ops.minimum(state["rho"] * rho_multiplier, rho_max)
+        if rescale_dual:
+            new_u = new_u * ops.cast(state["rho"] / new_rho, new_u.dtype)
+        state["z"].assign(new_z)
+        state["u"].assign(new_u)
+        state["rho"].assign(new_rho)
+
+
+def primal_residual(weight, z) -> float:
+    """||W - Z||_F / ||W||_F as a Python float (||W - Z|| when W is zero).
+
+    Computed with keras.ops (on the weights' device); only the two norms are
+    copied to the host.
+    """
+    weight = ops.cast(ops.convert_to_tensor(weight), "float32")
+    z = ops.cast(ops.convert_to_tensor(z), "float32")
+    diff = float(ops.convert_to_numpy(ops.sqrt(ops.sum(ops.square(weight - z)))))
+    norm = float(ops.convert_to_numpy(ops.sqrt(ops.sum(ops.square(weight)))))
+    return diff / max(norm, 1e-12)
+
+
+def primal_residuals(admm_state) -> dict[str, float]:
+    """{layer_name: ||W - Z|| / ||W||} for a list of ADMM state dicts.
+
+    Args:
+        admm_state: `ADMMWrapper.admm_state()` or `ADMMRegularizer.admm_state()`:
+            dicts with at least "layer_name", "weight" and "z".
+    """
+    return {
+        state["layer_name"]: primal_residual(state["weight"], state["z"])
+        for state in admm_state
+    }
+
+
+def find_admm_wrapper(optimizer):
+    """The object with ADMM state in an optimizer's `inner_optimizer` chain.
+
+    Follows `.inner_optimizer` (e.g. LossScaleOptimizer(ADMMWrapper(Adam)))
+    until an object with a callable `admm_state` (an ADMMWrapper) appears.
+
+    Args:
+        optimizer: a Keras optimizer, possibly wrapped; may be None.
+
+    Returns:
+        That object, or None when the chain has none.
+    """
+    seen = set()
+    while optimizer is not None and id(optimizer) not in seen:
+        if callable(getattr(optimizer, "admm_state", None)):
+            return optimizer
+        seen.add(id(optimizer))
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return None

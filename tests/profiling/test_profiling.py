@@ -1,0 +1,519 @@
+"""Tests of keras_admm.profiling: FLOPs, timing protocol, errors, reports, export."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_admm import profiling
+from keras_admm.profiling import engines as engines_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = profiling.TimingProtocol(warmup=1, min_repeats=3, min_time_s=0.0)
+
+
+def _model(*layers, input_shape):
+    return keras.Sequential([keras.Input(input_shape), *layers])
+
+
+def _small_cnn(width):
+    layers = keras.layers
+    return _model(
+        layers.Conv2D(width, 3, padding="same", activation="relu"),
+        layers.DepthwiseConv2D(3, padding="same"),
+        layers.Conv2D(width, 1),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(5),
+        input_shape=(8, 8, 3),
+    )
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """dense/half .keras files and their ONNX exports, plus an 8x8x4-input model."""
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, width in (("dense", 16), ("half", 8)):
+        model = _small_cnn(width)
+        paths[name] = str(root / f"{name}.keras")
+        model.save(paths[name])
+        model(np.zeros((1, 8, 8, 3), "float32"))
+        paths[f"{name}_onnx"] = str(root / f"{name}.onnx")
+        model.export(paths[f"{name}_onnx"], format="onnx", verbose=False)
+    other = _model(keras.layers.Conv2D(2, 3), input_shape=(8, 8, 4))
+    paths["other_shape"] = str(root / "other_shape.keras")
+    other.save(paths["other_shape"])
+    paths["root"] = str(root)
+    return paths
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape, expected",
+    [
+        # 6*6 outputs x (3*3*3 weights) x 4 filters
+        (keras.layers.Conv2D(4, 3), (8, 8, 3), 2 * 36 * 27 * 4),
+        # 7 outputs x 4 taps x 2 in x 3 filters
+        (keras.layers.Conv1D(3, 4), (10, 2), 2 * 7 * 4 * 2 * 3),
+        # 3*3*3 outputs x 2*2*2 taps x 1 in x 2 filters
+        (keras.layers.Conv3D(2, 2), (4, 4, 4, 1), 2 * 27 * 8 * 2),
+        # stride 2, same: 4*4 outputs x 3*3 taps x (4/2 groups) in x 6 filters
+        (
+            keras.layers.Conv2D(6, 3, strides=2, padding="same", groups=2),
+            (8, 8, 4),
+            2 * 16 * 9 * 2 * 6,
+        ),
+        (keras.layers.Dense(7), (5,), 2 * 5 * 7),
+        # Dense on a rank-3 input: applied at each of 3 positions
+        (keras.layers.Dense(7), (3, 5), 2 * 3 * 5 * 7),
+        # 4*4 outputs x 3*3 taps x 3 channels x multiplier 2
+        (keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (6, 6, 3), 2 * 16 * 54),
+        # depthwise 16*9*3*2 + pointwise 16*(3*2)*5
+        (
+            keras.layers.SeparableConv2D(5, 3, depth_multiplier=2),
+            (6, 6, 3),
+            2 * (16 * 9 * 3 * 2 + 16 * 6 * 5),
+        ),
+        # each of 4*4 input pixels scatters 3*3 taps x 3 in x 2 out
+        (keras.layers.Conv2DTranspose(2, 3, strides=2), (4, 4, 3), 2 * 16 * 9 * 3 * 2),
+        (
+            keras.layers.Conv2D(4, 3, data_format="channels_first"),
+            (3, 8, 8),
+            2 * 36 * 27 * 4,
+        ),
+    ],
+)
+def test_count_flops_matches_hand_computed(layer, input_shape, expected):
+    model = _model(layer, input_shape=input_shape)
+    assert profiling.count_flops(model) == expected
+
+
+def test_gather_conv_layer_of_compact_is_counted():
+    from keras_admm.compaction import layers as layers_module
+
+    columns = [[0, 0, 1], [1, 1, 0], [2, 2, 3]]
+    layer = layers_module.ColumnSparseConv2D(8, (3, 3), columns=columns)
+    model = _model(layer, input_shape=(6, 6, 4))
+    # 4*4 output pixels x 3 kept columns x 8 filters
+    assert profiling.count_flops(model) == 2 * 16 * 3 * 8
+
+
+def test_layer_flops_lists_every_layer_and_sums_to_total():
+    model = _model(
+        keras.layers.Conv2D(4, 3),
+        keras.layers.BatchNormalization(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2),
+        input_shape=(8, 8, 3),
+    )
+    rows = profiling.layer_flops(model)
+    assert [r["class"] for r in rows] == [
+        "Conv2D",
+        "BatchNormalization",
+        "Flatten",
+        "Dense",
+    ]
+    assert [r["flops"] for r in rows] == [2 * 36 * 27 * 4, 0, 0, 2 * 144 * 2]
+    assert sum(r["flops"] for r in rows) == profiling.count_flops(model)
+
+
+def test_shared_layer_counts_every_call_and_nested_models_are_entered():
+    shared = keras.layers.Dense(4)
+    inputs = keras.Input((4,))
+    inner = keras.Model(inputs, shared(shared(inputs)))
+    outer = _model(inner, keras.layers.Dense(2), input_shape=(4,))
+    assert profiling.count_flops(outer) == 2 * (2 * 4 * 4) + 2 * 4 * 2
+    assert [r["flops"] for r in profiling.layer_flops(outer)] == [64, 16]
+
+
+def test_register_flops_extends_the_registry_and_subclasses_inherit():
+    class Gather(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    class GatherChild(Gather):
+        pass
+
+    @profiling.register_flops(Gather)
+    def _gather_flops(layer, input_shape, output_shape):
+        return 10 * input_shape[-1]
+
+    model = _model(Gather(), GatherChild(), input_shape=(6,))
+    assert profiling.count_flops(model) == 2 * 10 * 6
+    from keras_admm import registry
+
+    assert registry.lookup(GatherChild()).flops is _gather_flops
+
+
+def test_register_flops_rejects_non_classes():
+    with pytest.raises(TypeError, match="layer classes"):
+        profiling.register_flops("Conv2D")
+
+
+def test_count_flops_rejects_subclassed_models():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match="no layer graph"):
+        profiling.count_flops(net)
+
+
+def test_onnx_flops_equal_keras_flops_of_the_same_model(tmp_path):
+    layers = keras.layers
+    model = _model(
+        layers.Conv2D(4, 3, padding="same"),
+        layers.SeparableConv2D(6, 3, depth_multiplier=2),
+        layers.Conv2DTranspose(3, 3, strides=2),
+        layers.DepthwiseConv2D(3),
+        layers.Dense(5),
+        layers.Flatten(),
+        layers.Dense(2),
+        input_shape=(8, 8, 3),
+    )
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    path = str(tmp_path / "m.onnx")
+    model.export(path, format="onnx", verbose=False)
+    assert profiling.count_onnx_flops(path) == profiling.count_flops(model)
+
+
+# ---------------------------------------------------------------- timing
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _fake_runners(clock, log, costs):
+    def make(name, cost):
+        def run():
+            log.append(name)
+            clock.now += cost
+
+        return run
+
+    return {name: make(name, cost) for name, cost in costs.items()}
+
+
+def test_timing_stops_at_min_repeats_when_time_is_already_reached():
+    clock, log = FakeClock(), []
+    runners = _fake_runners(clock, log, {"a": 1.0, "b": 2.0})
+    protocol = profiling.TimingProtocol(warmup=2, min_repeats=7, min_time_s=0.5)
+    samples = profiling.time_interleaved(runners, protocol, clock=clock)
+    assert {n: len(s) for n, s in samples.items()} == {"a": 7, "b": 7}
+    assert samples["a"] == [1.0] * 7 and samples["b"] == [2.0] * 7
+    assert log.count("a") == 2 + 7  # warm-up calls are not timed
+
+
+def test_timing_continues_until_min_time():
+    clock, log = FakeClock(), []
+    runners = _fake_runners(clock, log, {"a": 0.1, "b": 0.1})
+    protocol = profiling.TimingProtocol(warmup=0, min_repeats=2, min_time_s=3.0)
+    samples = profiling.time_interleaved(runners, protocol, clock=clock)
+    rounds = len(samples["a"])
+    assert rounds == 15  # 0.2 s per round until 3 s have passed
+    assert sum(samples["a"]) + sum(samples["b"]) >= 3.0
+
+
+def test_timing_rotates_the_first_model_every_round():
+    clock, log = FakeClock(), []
+    runners = _fake_runners(clock, log, {"a": 1, "b": 1, "c": 1})
+    protocol = profiling.TimingProtocol(warmup=0, min_repeats=3, min_time_s=0)
+    profiling.time_interleaved(runners, protocol, clock=clock)
+    assert "".join(log) == "abc" + "bca" + "cab"
+
+
+def test_timing_max_time_caps_the_loop():
+    clock, log = FakeClock(), []
+    runners = _fake_runners(clock, log, {"a": 1.0})
+    protocol = profiling.TimingProtocol(warmup=0, min_repeats=100, max_time_s=5.0)
+    samples = profiling.time_interleaved(runners, protocol, clock=clock)
+    assert len(samples["a"]) == 5
+
+
+def test_timing_with_the_real_clock_meets_both_minimums():
+    calls = []
+    protocol = profiling.TimingProtocol(warmup=1, min_repeats=4, min_time_s=0.05)
+    samples = profiling.time_interleaved({"x": lambda: calls.append(1)}, protocol)
+    assert len(samples["x"]) >= 4
+    assert len(calls) == len(samples["x"]) + 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"warmup": -1}, {"min_repeats": 0}, {"min_time_s": -1}, {"max_time_s": 0}],
+)
+def test_timing_protocol_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError, match="must be"):
+        profiling.TimingProtocol(**kwargs)
+
+
+def test_summarize_reports_median_p90_and_throughput():
+    summary = profiling.summarize([0.001 * i for i in range(1, 11)], batch_size=4)
+    assert summary["median_ms"] == pytest.approx(5.5)
+    assert summary["p90_ms"] == pytest.approx(9.1)
+    assert summary["throughput"] == pytest.approx(4 / 0.0055)
+    assert summary["count"] == 10
+
+
+def test_paired_speedup_cancels_contention_shared_by_a_round():
+    # Round 2 is 10x slower for both models (a busy spell): the ratio stays 4.
+    baseline = [4.0, 40.0, 4.0]
+    model = [1.0, 10.0, 1.0]
+    assert profiling.paired_speedup(baseline, model) == 4.0
+    with pytest.raises(ValueError, match="equally long"):
+        profiling.paired_speedup([1.0], [1.0, 2.0])
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_file_names_the_file(tmp_path):
+    missing = str(tmp_path / "nope.keras")
+    with pytest.raises(FileNotFoundError, match="nope.keras"):
+        profiling.profile_models(missing, engines=["onnxruntime"])
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".onnx"])
+def test_corrupt_file_names_the_file_and_the_fix(tmp_path, suffix):
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError) as info:
+        profiling.open_source(str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "model.save(" in message or "model.export(" in message
+
+
+def test_directory_without_saved_model_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="not a SavedModel"):
+        profiling.open_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_non_positive_batch_size_is_rejected(model_files, batch_size):
+    with pytest.raises(ValueError, match=f"batch size {batch_size} must be > 0"):
+        profiling.profile_models(model_files["dense_onnx"], batch_sizes=[batch_size])
+
+
+def test_non_integer_batch_size_is_rejected(model_files):
+    with pytest.raises(TypeError, match="not an int"):
+        profiling.profile_models(model_files["dense_onnx"], batch_sizes=["2"])
+
+
+def test_mismatched_input_shapes_name_both_files(model_files):
+    with pytest.raises(ValueError, match="input shapes differ.*other_shape.*dense"):
+        profiling.profile_models(
+            model_files["dense"], [model_files["other_shape"]], engines=["tf"]
+        )
+
+
+def test_unknown_engine_lists_the_known_ones(model_files):
+    with pytest.raises(ValueError, match="unknown engine 'trt'.*onnxruntime"):
+        profiling.profile_models(model_files["dense_onnx"], engines=["trt"])
+
+
+def test_engine_not_installed_says_how_to_install(model_files, monkeypatch):
+    monkeypatch.setattr(
+        engines_lib.OnnxRuntimeEngine, "is_installed", classmethod(lambda cls: False)
+    )
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        profiling.profile_models(model_files["dense_onnx"], engines=["onnxruntime"])
+
+
+def test_tf_engine_refuses_onnx_files(model_files):
+    with pytest.raises(ValueError, match="cannot run the ONNX file"):
+        profiling.profile_models(model_files["dense_onnx"], engines=["tf"])
+
+
+def test_forcing_a_missing_gpu_is_an_error(model_files):
+    store = profiling.ModelStore(model_files["root"])
+    engine = profiling.create_engine("onnxruntime", store)
+    if engine.detect_gpu():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="--device cpu"):
+        engine.resolve_device("gpu")
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_profile_models_reports_speedup_flop_ratio_and_efficiency(
+    model_files, tmp_path
+):
+    report = profiling.profile_models(
+        model_files["dense"],
+        [model_files["half"]],
+        engines=["tf", "onnxruntime"],
+        batch_sizes=[1, 2],
+        device="cpu",
+        protocol=FAST,
+        workdir=str(tmp_path),
+        notes=["hand-built"],
+    )
+    dense, half = report["models"]
+    assert dense["flops"] == profiling.count_flops(_small_cnn(16))
+    assert half["flops"] == profiling.count_flops(_small_cnn(8))
+    results = report["results"]
+    assert len(results) == 2 * 2 * 2
+    for row in results:
+        assert row["count"] >= FAST.min_repeats
+        assert row["p90_ms"] >= row["median_ms"] > 0
+        if row["model"] == "dense":
+            assert row["speedup"] == 1.0 and row["efficiency"] == 1.0
+            assert row["paired_speedup"] == 1.0
+        else:
+            assert row["flop_ratio"] == pytest.approx(dense["flops"] / half["flops"])
+            assert row["efficiency"] == pytest.approx(
+                row["speedup"] / row["flop_ratio"]
+            )
+    assert report["engines"]["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+    assert "usable_cores" in report["environment"]
+
+    paths = profiling.write_reports(report, str(tmp_path / "out"), stem="p")
+    with open(paths["json"]) as f:
+        assert json.load(f)["results"] == results
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results)
+    assert float(rows[1]["efficiency"]) == pytest.approx(results[1]["efficiency"])
+    with open(paths["markdown"]) as f:
+        markdown = f.read()
+    assert "| model | engine |" in markdown and "hand-built" in markdown
+    for kind in ("latency_plot", "speedup_plot"):
+        with open(paths[kind], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    table = profiling.results_table(report)
+    assert len(table.splitlines()) == 2 + len(results)
+
+
+def test_onnx_export_round_trip_matches_keras(model_files, tmp_path):
+    import onnxruntime
+
+    store = profiling.ModelStore(str(tmp_path))
+    source = profiling.open_source(model_files["half"])
+    session = onnxruntime.InferenceSession(store.onnx_file(source))
+    x = np.random.default_rng(1).standard_normal((3, 8, 8, 3), "float32")
+    expected = keras.ops.convert_to_numpy(store.keras_model(source)(x))
+    (actual,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_model_is_timed_and_converted(model_files, tmp_path):
+    model = keras.saving.load_model(model_files["half"])
+    saved = str(tmp_path / "half_sm")
+    model.export(saved, verbose=False)
+    report = profiling.profile_models(
+        model_files["half"],
+        [saved],
+        engines=["tf", "onnxruntime"],
+        device="cpu",
+        protocol=FAST,
+        workdir=str(tmp_path),
+    )
+    half, half_sm = report["models"]
+    assert half_sm["kind"] == "savedmodel"
+    assert half_sm["flops"] == half["flops"]
+    assert half_sm["params"] == half["params"]
+    assert len(report["results"]) == 4
+
+
+def test_tf_engine_with_xla_jit_runs_and_records_it(model_files, tmp_path):
+    report = profiling.profile_models(
+        model_files["half"],
+        engines=["tf"],
+        device="cpu",
+        jit=True,
+        protocol=FAST,
+        workdir=str(tmp_path),
+    )
+    assert report["engines"]["tf"]["xla_jit"] is True
+    assert report["results"][0]["count"] >= FAST.min_repeats
+
+
+def test_keras_engine_times_keras_files_on_the_active_backend(model_files):
+    report = profiling.profile_models(
+        model_files["dense"],
+        [model_files["half"]],
+        engines=["keras"],
+        device="cpu",
+        protocol=FAST,
+    )
+    assert report["engines"]["keras"]["backend"] == keras.backend.backend()
+    assert [r["model"] for r in report["results"]] == ["dense", "half"]
+
+
+def _run_python(code):
+    env = {**os.environ, "PYTHONPATH": REPO, "KERAS_ADMM_LAZY": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_onnx_only_profiling_never_imports_tensorflow(model_files):
+    code = (
+        "import sys\n"
+        "from keras_admm import profiling\n"
+        "protocol = profiling.TimingProtocol(warmup=1, min_repeats=2, min_time_s=0)\n"
+        f"r = profiling.profile_models({model_files['dense_onnx']!r}, "
+        f"[{model_files['half_onnx']!r}], engines=['onnxruntime'], "
+        "protocol=protocol)\n"
+        "assert r['models'][1]['flops'] > 0\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
+    script = os.path.join(REPO, "tools", "profile.py")
+    common = ["--engines", "onnxruntime", "--min_repeats", "2", "--min_time_s", "0"]
+    ok = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--baseline",
+            model_files["dense_onnx"],
+            *common,
+            "--models",
+            model_files["half_onnx"],
+            "--batch_sizes",
+            "1,2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("onnxruntime") == 4
+    bad = subprocess.run(
+        [sys.executable, script, "--baseline", "/no/such/model.onnx", *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "/no/such/model.onnx" in bad.stderr and "Traceback" not in bad.stderr

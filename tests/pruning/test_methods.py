@@ -1,0 +1,253 @@
+"""The pruning methods a user can pick besides ADMM, and plans for a FLOPs target.
+
+Schedules (polynomial, staged plans), group lasso against NumPy, one-shot L1/L2
+masks, gradual pruning as a callback, and `plan_for_flops_reduction`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TinyData, tiny_model
+
+import keras_admm
+from keras_admm import PruningPlan, hard_prune, schedules, sparsity_report
+from keras_admm import sparsity as sparsity_lib
+from keras_admm.graph import DependencyGraph
+from keras_admm.pruning import group_lasso, one_shot
+from keras_admm.pruning.gradual import GradualPruning
+
+TYPES = ("filter", "shape", "filter_shape", "unstructured")
+
+
+# ---------------------------------------------------------------- schedule
+def numpy_polynomial(step, s_i, s_f, t0, t1, power):
+    progress = np.clip((step - t0) / (t1 - t0), 0.0, 1.0)
+    return s_f + (s_i - s_f) * (1.0 - progress) ** power
+
+
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_polynomial_sparsity_matches_numpy(power):
+    for step in range(-5, 130):
+        got = schedules.polynomial_sparsity(
+            step, 0.8, 110, initial_sparsity=0.1, begin_step=10, power=power
+        )
+        assert got == pytest.approx(numpy_polynomial(step, 0.1, 0.8, 10, 110, power))
+    assert schedules.polynomial_sparsity(0, 0.8, 100) == 0.0
+    assert schedules.polynomial_sparsity(100, 0.8, 100) == pytest.approx(0.8)
+    assert schedules.polynomial_sparsity(500, 0.8, 100) == pytest.approx(0.8)
+
+
+def test_polynomial_sparsity_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="end_step > begin_step"):
+        schedules.polynomial_sparsity(5, 0.5, 10, begin_step=10)
+    with pytest.raises(ValueError, match="final_sparsity must be in"):
+        schedules.polynomial_sparsity(5, 1.0, 10)
+
+
+def test_scheduled_sparsity_moves_every_ratio_on_the_schedule():
+    spec = schedules.scheduled_sparsity("filter_shape:0.6:0.9", 30, 100)
+    assert spec.kind == "filter_shape"
+    assert spec.filter_ratio == pytest.approx(numpy_polynomial(30, 0, 0.6, 0, 100, 3))
+    assert spec.shape_ratio == pytest.approx(numpy_polynomial(30, 0, 0.9, 0, 100, 3))
+    assert schedules.scheduled_sparsity("shape:0.5", 100, 100).ratio == 0.5
+    with pytest.raises(ValueError, match="no ratio to prune gradually"):
+        schedules.scheduled_sparsity("nm:2:4", 1, 10)
+
+
+# ------------------------------------------------------------- group lasso
+def numpy_group_lasso(kernel, kind):
+    """sum_g sqrt(|g|) ||W_g|| for a HWIO conv kernel, written out per type."""
+    kh, kw, cin, cout = kernel.shape
+    filters = sum(
+        np.sqrt(kh * kw * cin) * np.linalg.norm(kernel[..., o]) for o in range(cout)
+    )
+    columns = sum(
+        np.sqrt(cout) * np.linalg.norm(kernel[i, j, c, :])
+        for i in range(kh)
+        for j in range(kw)
+        for c in range(cin)
+    )
+    channels = sum(
+        np.sqrt(kh * kw * cout) * np.linalg.norm(kernel[:, :, c, :]) for c in range(cin)
+    )
+    return {
+        "filter": filters,
+        "shape": columns,
+        "filter_shape": filters + columns,
+        "channel": channels,
+        "unstructured": np.abs(kernel).sum(),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["filter", "shape", "filter_shape", "channel"])
+def test_group_lasso_penalty_matches_numpy(kind):
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 6)).astype("float32")
+    spec = f"{kind}:0.5:0.5" if kind == "filter_shape" else f"{kind}:0.5"
+    got = float(group_lasso.group_lasso_penalty(kernel, spec))
+    assert got == pytest.approx(numpy_group_lasso(kernel, kind), rel=1e-5)
+
+
+def test_group_lasso_penalty_unstructured_is_l1_and_dense_uses_units():
+    kernel = np.random.default_rng(2).normal(size=(5, 7)).astype("float32")
+    assert float(
+        group_lasso.group_lasso_penalty(kernel, "unstructured:0.5")
+    ) == pytest.approx(np.abs(kernel).sum(), rel=1e-5)
+    units = sum(np.sqrt(5) * np.linalg.norm(kernel[:, o]) for o in range(7))
+    assert float(group_lasso.group_lasso_penalty(kernel, "filter:0.5")) == (
+        pytest.approx(units, rel=1e-5)
+    )
+    with pytest.raises(ValueError, match="no groups for nm:2:4"):
+        group_lasso.group_lasso_penalty(np.ones((3, 3, 4, 4)), "nm:2:4")
+
+
+def test_group_lasso_gradient_shrinks_each_group_along_itself():
+    kernel = tf.Variable(
+        np.random.default_rng(3).normal(size=(3, 3, 2, 4)), dtype="float32"
+    )
+    regularizer = group_lasso.GroupLasso(0.01, "filter:0.5")
+    with tf.GradientTape() as tape:
+        loss = regularizer(kernel)
+    grad = tape.gradient(loss, kernel).numpy()
+    w = kernel.numpy()
+    norms = np.sqrt((w**2).sum(axis=(0, 1, 2), keepdims=True))
+    np.testing.assert_allclose(grad, 0.01 * np.sqrt(18) * w / norms, rtol=1e-4)
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        group_lasso.GroupLasso(-1.0, "filter:0.5")
+
+
+# ------------------------------------------------------------- norms, plans
+def test_norm_masks_l1_and_l2_rank_groups_differently():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(2, use_bias=False, name="fc")]
+    )
+    # Unit 0: one large weight (L2 3, L1 3); unit 1: spread (L2 2, L1 4).
+    kernel = np.array([[3.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], "float32")
+    plan = PruningPlan({"fc": "filter:0.5"})
+    for norm, kept_unit in (("l2", 0), ("l1", 1)):
+        model.set_weights([kernel])
+        masks = one_shot.one_shot_prune(model, plan, norm=norm)
+        (mask,) = masks.values()
+        assert mask[:, kept_unit].all() and not mask[:, 1 - kept_unit].any()
+        np.testing.assert_array_equal(model.get_weights()[0], kernel * mask)
+    with pytest.raises(ValueError, match="'l1' or 'l2'"):
+        one_shot.one_shot_prune(model, plan, norm="linf")
+
+
+def test_norm_masks_l1_with_a_graph_ranks_by_l1_and_cuts_the_consumer():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(2, use_bias=False, name="fc"),
+            keras.layers.Dense(3, use_bias=False, name="out"),
+        ]
+    )
+    kernel = np.array([[3.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], "float32")
+    out = np.ones((2, 3), "float32")
+    plan = PruningPlan({"fc": "filter:0.5"})
+    for norm, kept_unit in (("l2", 0), ("l1", 1)):
+        model.set_weights([kernel, out])
+        masks = one_shot.one_shot_prune(model, plan, norm=norm, graph=True)
+        fc = masks[model.get_layer("fc").kernel.path]
+        assert fc[:, kept_unit].all() and not fc[:, 1 - kept_unit].any()
+        # The consumer loses the cut unit's row; the weights are restored and
+        # then masked, not left as sqrt(|W|).
+        weights = model.get_weights()
+        np.testing.assert_array_equal(weights[0], kernel * fc)
+        assert not weights[1][1 - kept_unit].any() and weights[1][kept_unit].all()
+
+
+def test_stage_plan_climbs_the_schedule_to_the_plan():
+    plan = PruningPlan({"conv2": "filter:0.75", "fc1": "nm:2:4"})
+    ratios = []
+    for stage in (1, 2, 3):
+        staged = schedules.stage_plan(plan, stage, 3)
+        rules = {r["name"]: r["sparsity"] for r in staged.to_dict()["rules"]}
+        assert rules["fc1"] == "nm:2:4"
+        ratios.append(sparsity_lib.parse(rules["conv2"]).ratio)
+    assert 0 < ratios[0] < ratios[1] < ratios[2] == 0.75
+    assert ratios[0] == pytest.approx(0.75 * (1 - (2 / 3) ** 3))
+    assert schedules.stage_plan(plan, 3, 3) is plan
+    with pytest.raises(ValueError, match="stage must be in"):
+        schedules.stage_plan(plan, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "kind, level",
+    [(kind, level) for kind in TYPES for level in (2, 4, 8)] + [("channel", 2)],
+)
+def test_plan_for_flops_reduction_hits_the_level_exactly_as_reported(kind, level):
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    level_plan = keras_admm.plan_for_flops_reduction(
+        model, kind, level, extra_rules=[("fc1", "unstructured:0.5")]
+    )
+    assert level_plan.expected_conv_flops_reduction >= level
+    assert {t.layer_name for t in level_plan.plan.targets} == {"conv1", "conv2", "fc1"}
+    hard_prune(model, level_plan.plan)
+    report = sparsity_report(model, level_plan.plan)
+    assert report.totals["conv_flops_reduction"] == pytest.approx(
+        level_plan.expected_conv_flops_reduction
+    )
+    for layer in level_plan.layers:
+        (row,) = [r for r in report.rows if r["layer"] == layer["layer"]]
+        assert [g["kept"] for g in row["groups"]] == list(layer["kept"].values())
+
+
+def test_plan_for_flops_reduction_rejects_bad_requests():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="must be a number > 1"):
+        keras_admm.plan_for_flops_reduction(model, "filter", 1.0)
+    with pytest.raises(ValueError, match="Unknown sparsity type 'rows'"):
+        keras_admm.plan_for_flops_reduction(model, "rows", 4)
+    with pytest.raises(ValueError, match="keeping one group per layer gives"):
+        keras_admm.plan_for_flops_reduction(model, "filter", 100)
+    # conv1 has one input channel: channel pruning cannot cut its FLOPs.
+    with pytest.raises(ValueError, match="A channel plan cannot cut"):
+        keras_admm.plan_for_flops_reduction(model, "channel", 4)
+    with pytest.raises(ValueError, match="names conv layer 'conv2'"):
+        keras_admm.plan_for_flops_reduction(
+            model, "filter", 2, extra_rules=[("conv2", "filter:0.5")]
+        )
+
+
+@pytest.mark.parametrize("with_graph", [False, True])
+def test_gradual_prunes_on_the_schedule_during_phase_one(with_graph):
+    """Sparsity grows step by step: the weights are pruned before the end."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    plan = PruningPlan({"conv2": "filter:0.75"}).resolve(model)
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            kernel = self.model.get_layer("conv2").kernel.numpy()
+            seen.append(int((np.abs(kernel).sum(axis=(0, 1, 2)) > 0).sum()))
+
+    graph = DependencyGraph.from_model(model) if with_graph else None
+    callback = GradualPruning(plan, end_step=8, frequency=2, power=3.0, graph=graph)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    data = TinyData(train=16 * 8)
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=[callback, Spy()],
+    )
+    # 16 filters; kept = 16 - floor(16 * s_t) with s_t on the cubic schedule.
+    expected = [
+        16 - int(np.floor(16 * numpy_polynomial(2 * (i // 2), 0, 0.75, 0, 8, 3) + 1e-9))
+        for i in range(1, 9)
+    ]
+    assert seen == expected
+    assert seen[-1] == 4 and seen[0] == 16
+    # With the graph, fc1 also loses the rows of conv2's cut filters
+    # (Flatten interleaves: row r reads channel r % 16); without, it keeps them.
+    cut = np.abs(model.get_layer("conv2").kernel.numpy()).sum(axis=(0, 1, 2)) == 0
+    fc1 = model.get_layer("fc1").kernel.numpy()
+    dead_rows = np.tile(cut, fc1.shape[0] // 16)
+    assert (np.abs(fc1[dead_rows]).sum() == 0) == with_graph

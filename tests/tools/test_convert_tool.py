@@ -1,0 +1,162 @@
+"""Tests for tools/convert.py: flags, error messages, and the end-to-end run.
+
+Error paths run the tool's `main` in-process (fast); the end-to-end test runs the
+script in a subprocess with the real keras_admm.compaction.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import onnxruntime
+import pytest
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(REPO, "tools", "convert.py")
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """tools/convert.py as a module; its flags are defined once per process."""
+    if "convert_tool" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("convert_tool", TOOL)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["convert_tool"] = module
+    return sys.modules["convert_tool"]
+
+
+def run_main(tool, *args):
+    """Parses `args` as the tool's command line and runs its main()."""
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["convert.py", *args])
+        return tool.main(["convert.py"])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def build_pruned_model():
+    """A tiny conv net whose conv has two all-zero filters (as after hard_prune)."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, outputs, name="pruned")
+    kernel, bias = model.get_layer("conv1").get_weights()
+    kernel[..., [1, 4]] = 0.0
+    bias[[1, 4]] = 0.0
+    model.get_layer("conv1").set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = str(tmp_path / "pruned.keras")
+    build_pruned_model().save(path)
+    return path
+
+
+# ------------------------------------------------------------------ flag errors
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--formats=keras,tflite"], "--formats has unknown or no formats"),
+        (["--align=0"], "--align must be >= 1, got 0"),
+        (["--rtol=-1"], "--rtol and --atol must be >= 0"),
+    ],
+)
+def test_bad_flags_are_rejected(tool, tmp_path, args, match):
+    base = ["--model=m.keras", f"--output_dir={tmp_path}"]
+    with pytest.raises(flags.IllegalFlagValueError, match=match):
+        run_main(tool, *base, *args)
+
+
+def test_missing_model_file(tool, tmp_path):
+    missing = str(tmp_path / "nope.keras")
+    with pytest.raises(SystemExit) as info:
+        run_main(tool, f"--model={missing}", f"--output_dir={tmp_path / 'out'}")
+    assert "error:" in str(info.value.code)
+    assert f"'{missing}' does not exist" in str(info.value.code)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_corrupt_model_file(tool, tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(SystemExit) as info:
+        run_main(tool, f"--model={corrupt}", f"--output_dir={tmp_path / 'out'}")
+    assert "not a valid .keras archive" in str(info.value.code)
+
+
+def test_onnx_input_is_refused(tool, tmp_path):
+    model = build_pruned_model()
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    onnx_path = str(tmp_path / "m.onnx")
+    model.export(onnx_path, format="onnx", verbose=False)
+    with pytest.raises(SystemExit) as info:
+        run_main(tool, f"--model={onnx_path}", f"--output_dir={tmp_path / 'out'}")
+    assert "needs the .keras file" in str(info.value.code)
+
+
+def test_flag_error_exits_nonzero_from_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, TOOL, "--model=m.keras", f"--output_dir={tmp_path}"]
+        + ["--align=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "--align must be >= 1" in result.stderr
+
+
+# ------------------------------------------------------------------ end to end
+def test_missing_compaction_module_is_reported(tool, model_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_admm.compaction", None)
+    with pytest.raises(SystemExit) as info:
+        run_main(tool, f"--model={model_file}", "--output_dir=unused")
+    assert "keras_admm.compaction is not available" in str(info.value.code)
+
+
+def test_convert_end_to_end(tmp_path, model_file):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, TOOL, f"--model={model_file}", f"--output_dir={out}"]
+        + ["--align=1", "--formats=keras,saved_model,onnx", "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "saved_model" in result.stdout and "model.onnx" in result.stdout
+
+    expected_files = ["model.keras", "model.onnx", "saved_model"]
+    expected_files += ["summary.json", "summary.md"]
+    assert sorted(os.listdir(out)) == expected_files
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["format"] for f in summary["export"]["formats"]] == [
+        "keras",
+        "saved_model",
+        "onnx",
+    ]
+    assert all(
+        f["verified"] and f["size_bytes"] > 0 for f in summary["export"]["formats"]
+    )
+    assert summary["compaction"]
+
+    # The compact ONNX model computes what the pruned model computed, and is smaller.
+    original = keras.saving.load_model(model_file)
+    compact = keras.saving.load_model(out / "model.keras")
+    assert compact.count_params() < original.count_params()
+    sample = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype("float32")
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: sample})
+    want = keras.ops.convert_to_numpy(original(sample))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -26,15 +26,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
+import os
 
 import keras
 import numpy as np
 
 from keras_admm.graph import DependencyGraph
 from keras_admm.plan import as_plan
-from keras_admm.pruning import GroupProjection, hard_prune
+from keras_admm.pruning import GroupProjection, hard_prune, projection_masks
 from keras_admm.schedules import stage_plan
 from keras_admm.training.admm_wrapper import ADMMWrapper
 from keras_admm.training.masked_wrapper import MaskedWrapper
@@ -141,6 +143,7 @@ def progressive_admm(
     power=3.0,
     graph=True,
     rescale_dual=False,
+    checkpoint=None,
     **fit_kwargs,
 ) -> ProgressiveResult:
     """Prune `model` in place with progressive ADMM, a hard prune and masked epochs.
@@ -171,6 +174,12 @@ def progressive_admm(
             DependencyGraph uses that one; False (or None) projects kernel by
             kernel.
         rescale_dual: ADMMWrapper's `rescale_dual`.
+        checkpoint: optional path of a .keras file. After every epoch the model
+            and its optimizer (ADMM Z, U, rho or the masks, and the inner
+            optimizer's state) are saved there, with `<path>.json` saying how
+            far the run is. Calling again with the same path and settings
+            resumes after the last finished epoch; the stages before it are
+            not rerun (their histories come from the JSON).
         **fit_kwargs: passed to every `model.fit` call (batch_size, callbacks,
             validation_data, verbose, ...), but not epochs: use
             `stage_epochs` and `masked_epochs`.
@@ -227,14 +236,40 @@ def progressive_admm(
     elif graph is False:
         graph = None
 
-    def fit(epochs):
-        return model.fit(x, y, epochs=epochs, **fit_kwargs).history
+    phases = [("stage", e) for e in stage_epochs] + [("masked", masked_epochs)]
+    saver = _Checkpoint(checkpoint, phases) if checkpoint else None
+    start_phase, start_epoch, histories = (0, 0, [])
+    if saver is not None:
+        start_phase, start_epoch, histories = saver.progress()
+        if start_phase or start_epoch:
+            # Weights as they were; the optimizer state is loaded below.
+            saved = keras.saving.load_model(saver.path, compile=False)
+            model.set_weights(saved.get_weights())
+
+    def fit(phase, epochs, done):
+        callbacks = list(fit_kwargs.get("callbacks") or [])
+        if saver is not None:
+            callbacks.append(saver.callback(phase, done, histories))
+        kwargs = dict(fit_kwargs, callbacks=callbacks)
+        return model.fit(x, y, epochs=epochs, initial_epoch=done, **kwargs).history
+
+    def resume_optimizer(phase):
+        """Load the saved optimizer state when resuming inside this phase."""
+        if saver is not None and phase == start_phase and start_epoch:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(saver.path)
 
     verbose = fit_kwargs.get("verbose", "auto") != 0
     result = ProgressiveResult({}, [], [], [], [])
+    result.histories.extend(histories[:start_phase])
     for stage, epochs in enumerate(stage_epochs, start=1):
         target = stage_plan(plan, stage, len(stage_epochs), power)
         admm_steps = max(1, math.ceil(epochs * steps_per_epoch / updates_per_stage))
+        result.stage_plans.append(target)
+        result.admm_steps.append(admm_steps)
+        if stage - 1 < start_phase:
+            result.residuals.append(None)  # finished before the resume
+            continue
         projection = None
         if graph is not None:
             projection = GroupProjection.from_plan(model, target, graph=graph)
@@ -249,6 +284,8 @@ def progressive_admm(
             projection=projection,
         )
         model.compile(optimizer=wrapper, loss=loss, metrics=metrics)
+        resume_optimizer(stage - 1)
+        done = start_epoch if stage - 1 == start_phase else 0
         if verbose:
             print(
                 f"Progressive ADMM stage {stage}/{len(stage_epochs)}: {epochs} "
@@ -256,16 +293,20 @@ def progressive_admm(
                 + ", ".join(f"{t.layer_name} {t.sparsity}" for t in target.targets),
                 flush=True,
             )
-        result.histories.append(fit(epochs))
-        result.stage_plans.append(target)
-        result.admm_steps.append(admm_steps)
+        result.histories.append(fit(stage - 1, epochs, done))
         result.residuals.append(wrapper.residuals())
-    result.masks = hard_prune(model, plan, graph=graph)
+    masked_phase = len(stage_epochs)
+    if masked_phase == start_phase and start_epoch:
+        # Already hard-pruned: the same masks, then their saved values.
+        result.masks = projection_masks(model, plan, graph=graph)
+    else:
+        result.masks = hard_prune(model, plan, graph=graph)
     model.compile(
         optimizer=MaskedWrapper(make_optimizer(), result.masks),
         loss=loss,
         metrics=metrics,
     )
+    resume_optimizer(masked_phase)
     if masked_epochs:
         if verbose:
             print(
@@ -273,5 +314,63 @@ def progressive_admm(
                 "masked epoch(s)",
                 flush=True,
             )
-        result.histories.append(fit(masked_epochs))
+        done = start_epoch if masked_phase == start_phase else 0
+        result.histories.append(fit(masked_phase, masked_epochs, done))
     return result
+
+
+class _Checkpoint:
+    """progressive_admm's per-epoch checkpoint: a .keras file and its JSON."""
+
+    def __init__(self, path, phases):
+        path = os.fspath(path)
+        if not path.endswith(".keras"):
+            raise ValueError(
+                f"progressive_admm: checkpoint must be a .keras path, got {path!r}."
+            )
+        self.path = path
+        self.state_path = path + ".json"
+        self.phases = [list(p) for p in phases]
+
+    def progress(self):
+        """(phase, epochs done in it, histories) of a saved run, or zeros."""
+        if not os.path.exists(self.state_path) or not os.path.exists(self.path):
+            return 0, 0, []
+        with open(self.state_path) as f:
+            state = json.load(f)
+        if state.get("phases") != self.phases:
+            raise ValueError(
+                f"progressive_admm: the checkpoint {self.path} is of a run with "
+                f"phases {state.get('phases')}, not {self.phases}. Pass the same "
+                "stage_epochs and masked_epochs to resume it, or another path."
+            )
+        phase, done = state["phase"], state["epochs_done"]
+        if done >= self.phases[phase][1]:  # that phase finished: the next one
+            phase, done = phase + 1, 0
+        return phase, done, state["histories"]
+
+    def callback(self, phase, done, histories):
+        saver = self
+
+        class _Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                while len(histories) <= phase:
+                    histories.append({})
+                for key, value in (logs or {}).items():
+                    histories[phase].setdefault(key, []).append(float(value))
+                # Write beside, then rename: an interrupted save never leaves
+                # a half-written checkpoint.
+                tmp = saver.path[: -len(".keras")] + ".tmp.keras"
+                self.model.save(tmp)
+                os.replace(tmp, saver.path)
+                state = {
+                    "phases": saver.phases,
+                    "phase": phase,
+                    "epochs_done": epoch + 1,
+                    "histories": histories,
+                }
+                with open(saver.state_path + ".tmp", "w") as f:
+                    json.dump(state, f)
+                os.replace(saver.state_path + ".tmp", saver.state_path)
+
+        return _Save()

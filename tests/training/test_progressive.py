@@ -191,3 +191,94 @@ def test_steps_per_epoch_follows_what_model_fit_will_do():
     assert _steps_per_epoch(batches, None) == 15
     assert _steps_per_epoch(batches.repeat(), None) is None
     assert _steps_per_epoch(iter(range(3)), 10) is None
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [2, 4])  # inside stage 2 / inside masked epochs
+def test_checkpoint_resumes_after_the_last_finished_epoch(tmp_path, stop_at):
+    """An interrupted run resumes where it stopped, with the ADMM or mask state
+    it saved, and ends exactly pruned to the plan."""
+    path = str(tmp_path / "run.keras")
+    x, y = data()
+    plan = PruningPlan({"conv1": "filter:0.5", "conv2": "shape:0.75"})
+    settings = dict(
+        optimizer=lambda: keras.optimizers.Adam(1e-3),
+        loss=LOSS,
+        stage_epochs=[1, 2],
+        masked_epochs=2,
+        updates_per_stage=2,
+        batch_size=16,
+        verbose=0,
+        checkpoint=path,
+    )
+    begun = []
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            begun.append(epoch)
+            if len(begun) == stop_at + 1:
+                raise _Stop
+
+    model = small_model()
+    with pytest.raises(_Stop):
+        progressive_admm(model, plan, x, y, callbacks=[Interrupt()], **settings)
+    import json
+
+    with open(path + ".json") as f:
+        state = json.load(f)
+    saved = keras.saving.load_model(path)
+    saved_steps = int(saved.optimizer.iterations.numpy())
+
+    resumed_begun = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            resumed_begun.append(epoch)
+
+        def on_train_begin(self, logs=None):
+            if not resumed_begun:  # the first fit of the resumed run
+                first_steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    first_steps = []
+    fresh = small_model()  # other weights: the checkpoint must replace them
+    result = progressive_admm(fresh, plan, x, y, callbacks=[Count()], **settings)
+    # 5 epochs in all (1 + 2 ADMM, 2 masked); stop_at of them were done.
+    assert len(resumed_begun) == 5 - stop_at
+    assert state["epochs_done"] == 1
+    assert first_steps[0] == saved_steps > 0  # the saved optimizer state
+    assert isinstance(fresh.optimizer, MaskedWrapper)
+    for path_, mask in result.masks.items():
+        kernel = next(v for v in fresh.variables if v.path == path_)
+        assert not np.asarray(kernel)[mask == 0].any()
+    assert len(result.histories) == 3
+
+
+def test_checkpoint_of_another_schedule_is_refused(tmp_path):
+    path = str(tmp_path / "run.keras")
+    x, y = data(32)
+    plan = PruningPlan({"conv1": "filter:0.5"})
+    common = dict(optimizer="adam", loss=LOSS, batch_size=16, verbose=0)
+    progressive_admm(
+        small_model(),
+        plan,
+        x,
+        y,
+        stage_epochs=[1],
+        masked_epochs=0,
+        checkpoint=path,
+        **common,
+    )
+    with pytest.raises(ValueError, match="same stage_epochs"):
+        progressive_admm(
+            small_model(),
+            plan,
+            x,
+            y,
+            stage_epochs=[1, 1],
+            masked_epochs=0,
+            checkpoint=path,
+            **common,
+        )

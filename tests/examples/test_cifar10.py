@@ -1,0 +1,55 @@
+"""The CIFAR-10 example runs every stage end to end in its smoke mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10")
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(DATA, "test.npz")),
+    reason="CIFAR-10 npz shards not found next to the repository (../shared/data)",
+)
+def test_cifar10_smoke_runs_every_stage(tmp_path):
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "cifar10.py"),
+        "--smoke",
+        f"--data_dir={DATA}",
+        f"--output_dir={tmp_path}",
+        "--flops_reduction=2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Data: npz shards" in result.stdout
+    with open(tmp_path / "report.json") as f:
+        report = json.load(f)
+    for stage in ("dense", "prune", "retrain", "compact", "export", "profile"):
+        assert stage in report, stage
+    compact = report["compact"]
+    assert compact["mac_reduction"] >= 2.0
+    assert compact["max_abs_output_diff_vs_pruned"] < 1e-3
+    assert compact["accuracy"]["test"] == pytest.approx(
+        report["retrain"]["accuracy"]["test"], abs=1e-6
+    )
+    assert all(f["verified"] for f in report["export"]["formats"])
+    assert {(r["engine"], r["batch_size"]) for r in report["profile"]} == {
+        ("tf", 1),
+        ("tf", 32),
+        ("onnxruntime", 1),
+        ("onnxruntime", 32),
+    }
+    # The compact model takes raw 0-255 pixels and is smaller.
+    small = keras.saving.load_model(tmp_path / "resnet20_admm_2x.keras")
+    dense = keras.saving.load_model(tmp_path / "resnet20_dense.keras")
+    assert small.count_params() < dense.count_params()
+    x = np.full((1, 32, 32, 3), 255.0, "float32")
+    assert np.isfinite(np.asarray(small(x))).all()
+    assert (tmp_path / "report.md").read_text().startswith("# CIFAR-10 run")

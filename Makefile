@@ -27,10 +27,10 @@ test: lint
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) tools/bench_overhead.py --output docs/bench/overhead.json
+	$(PY) tools/bench_overhead.py --output_dir docs/bench
 
 bench-profile: venv
-	$(PY) tools/bench_profile.py --out_dir docs/perf
+	$(PY) tools/bench_profile.py --output_dir docs/perf
 
 bench-compact: venv
 	$(PY) tools/bench_compact.py

@@ -44,19 +44,21 @@ from absl import app, flags
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_HERE)
 sys.path.insert(0, _HERE)
+sys.path.append(os.path.join(_REPO, "tools"))  # appended: see common_flags
+
+import common_flags  # noqa: E402
 
 STAGES = ("pretrain", "prune", "retrain", "compact", "export", "profile")
 METHODS = ("admm", "gradual", "one_shot_l1", "one_shot_l2")
 MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
 
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Stages to run: {STAGES}.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir",
+_DATA_DIR = common_flags.data_dir(
     os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10"),
     "CIFAR-10 folder: npz shards or cifar-10-batches-py; '' downloads with keras.",
 )
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", os.path.join(_REPO, "runs", "cifar10"), "This run's folder."
+_OUTPUT_DIR = common_flags.output_dir(
+    os.path.join(_REPO, "runs", "cifar10"), "This run's folder."
 )
 _MODEL = flags.DEFINE_enum("model", "resnet20", MODELS, "Architecture.")
 _DENSE_MODEL = flags.DEFINE_string(
@@ -64,8 +66,8 @@ _DENSE_MODEL = flags.DEFINE_string(
     None,
     "Trained dense .keras model to prune (default: <output_dir>/<model>_dense.keras).",
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+_SEED = common_flags.seed()
+_BATCH_SIZE = common_flags.batch_size(128, "Training batch size.")
 _VALIDATION_SIZE = flags.DEFINE_integer(
     "validation_size", 5000, "Last training images held out for validation."
 )
@@ -88,8 +90,11 @@ _WEIGHT_DECAY = flags.DEFINE_float(
 )
 # prune / retrain
 _METHOD = flags.DEFINE_enum("method", "admm", METHODS, "Pruning method.")
-_SPARSITY = flags.DEFINE_enum(
-    "sparsity", "filter", ["filter", "channel", "shape", "filter_shape"], "Type."
+SPARSITY_TYPES = ("filter", "channel", "shape", "filter_shape")
+_SPARSITY = common_flags.sparsity(
+    "filter",
+    f"Sparsity type ({', '.join(SPARSITY_TYPES)}); the ratios come from "
+    "--flops_reduction.",
 )
 _FLOPS_REDUCTION = flags.DEFINE_float(
     "flops_reduction", 2.0, "Target: dense MACs / pruned MACs (e.g. 2 or 3)."
@@ -111,16 +116,21 @@ _ADMM_UPDATES = flags.DEFINE_integer(
     "admm_updates", 4, "Z/U updates per progressive ADMM stage."
 )
 # compact / profile
-_ALIGN = flags.DEFINE_integer("align", 1, "Round kept channel counts up to this.")
-_ENGINES = flags.DEFINE_list("engines", ["tf", "onnxruntime"], "Profiler engines.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Profiled batch sizes.")
+_ALIGN = common_flags.align(1)
+_ENGINES = common_flags.engines(["tf", "onnxruntime"])
+_BATCH_SIZES = common_flags.batch_sizes([1, 32], "Profiled batch sizes.")
 
-for _flag in ("pretrain_epochs", "batch_size", "admm_stages", "admm_updates", "align"):
+for _flag in ("pretrain_epochs", "admm_stages", "admm_updates"):
     flags.register_validator(_flag, lambda v: v >= 1, f"--{_flag} must be >= 1")
 for _flag in ("prune_epochs", "retrain_epochs", "validation_size"):
     flags.register_validator(_flag, lambda v: v >= 0, f"--{_flag} must be >= 0")
 for _flag in ("learning_rate", "prune_learning_rate", "retrain_learning_rate", "rho"):
     flags.register_validator(_flag, lambda v: v > 0, f"--{_flag} must be > 0")
+flags.register_validator(
+    "sparsity",
+    lambda v: v in SPARSITY_TYPES,
+    f"--sparsity must be one of {', '.join(SPARSITY_TYPES)}",
+)
 flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay >= 0")
 flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs >= 0")
 flags.register_validator("rho_multiplier", lambda v: v >= 1, "--rho_multiplier >= 1")
@@ -131,11 +141,6 @@ flags.register_validator(
     "stages",
     lambda v: bool(v) and all(s in STAGES for s in v),
     f"--stages must be a comma list of {', '.join(STAGES)}",
-)
-flags.register_validator(
-    "batch_sizes",
-    lambda v: bool(v) and all(s.isdigit() and int(s) > 0 for s in v),
-    "--batch_sizes must be positive integers, e.g. 1,32",
 )
 
 
@@ -603,7 +608,7 @@ def stage_profile(run, dense_path, small_path):
         dense_path,
         [small_path],
         engines=_ENGINES.value,
-        batch_sizes=[int(b) for b in _BATCH_SIZES.value],
+        batch_sizes=list(_BATCH_SIZES.value),
         names=["dense", run_name()],
         protocol=protocol,
         workdir=run.path("profile_onnx"),

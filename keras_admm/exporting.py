@@ -7,7 +7,7 @@ staging folder first and moved to their final names only when every format has
 been written and verified, so a failed export never leaves a file that looks good.
 
 ONNX goes through `model.export(path, format="onnx")`: `tf2onnx.convert.from_keras`
-is broken on Keras 3 (see DESIGN.md). Custom layers survive all three formats when
+is broken on Keras 3 (see docs/DESIGN.md). Custom layers survive all three formats when
 they are registered with `keras.saving.register_keras_serializable` (for .keras) and
 built from ops that tf2onnx converts (for ONNX).
 

@@ -1,6 +1,6 @@
 """Pure NumPy reference implementations of every sparsity projection.
 
-Written from the definitions in DESIGN.md, independently of `keras_admm`:
+Written from the definitions in docs/DESIGN.md, independently of `keras_admm`:
 a group is one index tuple along the group axes, its norm is the L2 norm over
 all other axes, the projection keeps the k groups with the largest norm (ties
 to the lower flat group index) and never removes every group. N:M keeps the n

@@ -310,7 +310,7 @@ def test_subclassed_model_needs_a_sample(tmp_path):
 
 
 class _Patches(keras.layers.Layer):
-    """tf.image.extract_patches: fine in TF, refused by ONNX (see DESIGN.md)."""
+    """tf.image.extract_patches: fine in TF, refused by ONNX (see docs/DESIGN.md)."""
 
     def call(self, x):
         return tf.image.extract_patches(

@@ -381,9 +381,63 @@ def sequential_distance(kernel, layout, first, first_ratio, second, second_ratio
     return reference.distance(step, kernel)
 
 
-def test_filter_shape_docstring_says_heuristic():
-    doc = sparsity.FilterShape.__doc__.lower()
-    assert "alternating" in doc and "np-hard" in doc
+def energy_from_one_start(kernel, spec, start, rounds=2):
+    """The squared norm FilterShape's search keeps from one start, in NumPy
+    (Dense layout): choose the `start` groups ("filter" or "shape"), then
+    re-choose the other kind and the `start` kind, each given the other, `rounds`
+    times, and the other kind once more."""
+    ratios = {"filter": spec.filter_ratio, "shape": spec.shape_ratio}
+    other = "shape" if start == "filter" else "filter"
+
+    def best(kind, weights):
+        axes = reference.group_axes(kind, STANDARD, 2)
+        return reference.group_mask(weights, axes, ratios[kind])
+
+    firsts = best(start, kernel)
+    for _ in range(rounds):
+        firsts = best(start, kernel * best(other, kernel * firsts))
+    mask = firsts * best(other, kernel * firsts)
+    return float(np.sum(np.square(kernel * mask)))
+
+
+# One filter (row) and one GEMM column kept: the optimum keeps the 5. Starting
+# from rows picks row 0 (the larger norm) and stays on the 3; starting from
+# columns picks column 3 and reaches the 5. Transposed, the starts swap roles.
+TRAP = np.array([[3.0, 2.9, 2.8, 2.7], [0.0, 0.0, 0.0, 5.0]], np.float32)
+
+
+@pytest.mark.parametrize("winner", ["shape", "filter"])
+def test_filter_shape_keeps_the_better_of_both_starts(winner):
+    """The search runs from filters and from columns and keeps the better result:
+    on these kernels one start alone misses the optimum."""
+    rows_cols = TRAP if winner == "shape" else TRAP.T
+    kernel = np.ascontiguousarray(rows_cols.T)  # Dense (in, out): rows = filters
+    num_rows, num_cols = rows_cols.shape
+    spec = sparsity.FilterShape(1 - 1 / num_rows, 1 - 1 / num_cols)
+    loser = "filter" if winner == "shape" else "shape"
+    found = [energy_from_one_start(kernel, spec, s) for s in (winner, loser)]
+    assert found == [25.0, 9.0]  # the other start keeps the 3
+
+    want = (kernel == 5.0).astype(np.float32)
+    np.testing.assert_array_equal(to_numpy(spec.mask(kernel, STANDARD)), want)
+    np.testing.assert_array_equal(to_numpy(spec.project(kernel, STANDARD)), 5 * want)
+
+
+def test_filter_shape_alternates_past_the_first_choice():
+    """Re-choosing filters given the columns (and back) reaches the optimum here,
+    where one pass from either start stops short."""
+    rows_cols = np.array([[4.0, 5.0], [3.0, 6.0], [9.0, 7.0]], np.float32)
+    kernel = np.ascontiguousarray(rows_cols.T)  # 3 filters, 2 columns
+    spec = sparsity.FilterShape(1 / 3, 0.5)  # keep 2 filters and 1 column
+    one_pass = [energy_from_one_start(kernel, spec, s, 0) for s in ("filter", "shape")]
+    assert one_pass == [9 + 81, 36 + 49]  # both miss 16 + 81
+
+    mask = to_numpy(spec.mask(kernel, STANDARD))
+    want = np.zeros_like(kernel)
+    want[0, [0, 2]] = 1.0  # column 0 of filters 0 and 2: the 4 and the 9
+    np.testing.assert_array_equal(mask, want)
+    best, _ = reference.brute_force_filter_shape(kernel, STANDARD, 2, 1)
+    assert reference.distance(kernel * mask, kernel) == pytest.approx(best)
 
 
 @given(data=st.data())

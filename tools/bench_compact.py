@@ -7,21 +7,26 @@ runs), then checks the compact model's outputs against the pruned model's.
 
     python tools/bench_compact.py                      # filter:0.5, 3 repeats
     python tools/bench_compact.py --sparsity filter:0.7 --align 8
+    python tools/bench_compact.py --output_dir runs/bench  # also bench_compact.json
 """
 
 import json
 import os
 import time
 
+import common_flags
 from absl import app, flags
 
-_SPARSITY = flags.DEFINE_string("sparsity", "filter:0.5", "Group-aware plan type.")
-_ALIGN = flags.DEFINE_integer("align", 1, "compact(align=...).")
+RESULTS_FILE = "bench_compact.json"
+
+_SPARSITY = common_flags.sparsity("filter:0.5", "Group-aware plan type.")
+_ALIGN = common_flags.align(1, "compact(align=...).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed compact() runs.")
-_OUTPUT = flags.DEFINE_string("output", "", "Optional JSON file for the results.")
+_OUTPUT_DIR = common_flags.output_dir(
+    None, f"Optional directory for the results ({RESULTS_FILE})."
+)
 
 flags.register_validator("repeats", lambda v: v > 0, "--repeats must be > 0")
-flags.register_validator("align", lambda v: v > 0, "--align must be > 0")
 
 
 def main(argv):
@@ -72,8 +77,9 @@ def main(argv):
         f"FLOPs {summary.totals['flops_before'] / 1e9:.2f}G -> "
         f"{summary.totals['flops_after'] / 1e9:.2f}G; max relative error {error:.1e}"
     )
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "w") as f:
+    if _OUTPUT_DIR.value:
+        os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+        with open(os.path.join(_OUTPUT_DIR.value, RESULTS_FILE), "w") as f:
             json.dump(result, f, indent=2)
     return 0
 

@@ -9,23 +9,28 @@ real training.
 
     python tools/bench_overhead.py                       # LeNet-5 and ResNet-20
     python tools/bench_overhead.py --models resnet20 --steps 300 \
-        --output docs/bench/overhead.json
+        --output_dir docs/bench                        # writes overhead.json
 """
 
 import json
 import os
 import time
 
+import common_flags
 from absl import app, flags
 
+RESULTS_FILE = "overhead.json"
+
 _MODELS = flags.DEFINE_list("models", ["lenet5", "resnet20"], "lenet5, resnet20.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_BATCH_SIZE = common_flags.batch_size(64)
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed steps per optimizer.")
-_WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed steps per optimizer first.")
+_WARMUP = common_flags.warmup(20, "Untimed steps per optimizer first.")
 _BLOCK = flags.DEFINE_integer("block", 10, "Steps per alternating block.")
 _ADMM_STEPS = flags.DEFINE_integer("admm_steps", 100, "Steps between Z/U updates.")
-_SPARSITY = flags.DEFINE_string("sparsity", "filter_shape:0.5:0.5", "Planned type.")
-_OUTPUT = flags.DEFINE_string("output", "", "Optional JSON file for the results.")
+_SPARSITY = common_flags.sparsity("filter_shape:0.5:0.5", "Planned type.")
+_OUTPUT_DIR = common_flags.output_dir(
+    None, f"Optional directory for the results ({RESULTS_FILE})."
+)
 
 flags.register_validator("steps", lambda v: v > 0, "--steps must be > 0")
 flags.register_validator("block", lambda v: v > 0, "--block must be > 0")
@@ -124,11 +129,12 @@ def main(argv):
         "keras": keras.__version__,
         "results": results,
     }
-    if _OUTPUT.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-        with open(_OUTPUT.value, "w") as f:
+    if _OUTPUT_DIR.value:
+        os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+        path = os.path.join(_OUTPUT_DIR.value, RESULTS_FILE)
+        with open(path, "w") as f:
             json.dump(report, f, indent=2)
-        print(f"Wrote {_OUTPUT.value}")
+        print(f"Wrote {path}")
 
 
 if __name__ == "__main__":

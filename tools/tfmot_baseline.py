@@ -24,8 +24,10 @@ model's `get_weights()` load unchanged), and for each point of --points:
 Inputs are files written by tools/compare.py (which runs this script):
 
     TF_USE_LEGACY_KERAS=1 python tools/tfmot_baseline.py \
-        --weights runs/compare/dense_weights.npz --data runs/compare/data.npz \
-        --points runs/compare/tfmot_points.json --output runs/compare/tfmot.json
+        --weights runs/compare/dense_weights.npz --data_file runs/compare/data.npz \
+        --points runs/compare/tfmot_points.json --output_dir runs/compare
+
+(the results go to <output_dir>/tfmot.json; without --output_dir they are printed).
 
 --points is JSON: {"epochs": 12, "finetune_epochs": 4, "batch_size": 64,
 "learning_rate": 1e-3, "finetune_learning_rate": 3e-4, "mask_updates": 16,
@@ -43,13 +45,16 @@ import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 
+import common_flags  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+RESULTS_FILE = "tfmot.json"
 
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "npz of the dense Keras 3 LeNet-5's get_weights().", required=True
 )
-_DATA = flags.DEFINE_string(
-    "data",
+_DATA_FILE = flags.DEFINE_string(
+    "data_file",
     None,
     "npz with x_train (uint8 or float in [0, 1]), y_train, x_test, y_test.",
     required=True,
@@ -57,16 +62,14 @@ _DATA = flags.DEFINE_string(
 _POINTS = flags.DEFINE_string(
     "points", None, "JSON file (or text) with the budget and points.", required=True
 )
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON results.")
+_OUTPUT_DIR = common_flags.output_dir(
+    None, f"Where to write the JSON results ({RESULTS_FILE}; unset: print them)."
+)
 _LATENCY_RUNS = flags.DEFINE_integer(
     "latency_runs", 200, "Timed calls per model and batch size.", lower_bound=1
 )
-_WARMUP = flags.DEFINE_integer(
-    "warmup", 20, "Untimed calls per model first.", lower_bound=0
-)
-_THREADS = flags.DEFINE_integer(
-    "threads", 0, "Intra-op threads (0: TensorFlow's default).", lower_bound=0
-)
+_WARMUP = common_flags.warmup(20, "Untimed calls per model first.")
+_THREADS = common_flags.threads(None, "Intra-op threads (default: TensorFlow's).")
 _VERBOSE = flags.DEFINE_integer("verbose", 0, "Keras fit verbosity.")
 
 _BUDGET_KEYS = {
@@ -346,7 +349,7 @@ def main(argv):
         ) from None
 
     config = load_points(_POINTS.value)
-    data = load_data(_DATA.value)
+    data = load_data(_DATA_FILE.value)
     with np.load(_WEIGHTS.value) as stored:
         weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
     dense = lenet5_tf_keras(tf_keras)
@@ -393,8 +396,9 @@ def main(argv):
         "points": points,
     }
     text = json.dumps(output, indent=2)
-    if _OUTPUT.value:
-        with open(_OUTPUT.value, "w") as f:
+    if _OUTPUT_DIR.value:
+        os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+        with open(os.path.join(_OUTPUT_DIR.value, RESULTS_FILE), "w") as f:
             f.write(text + "\n")
     else:
         print(text)

@@ -59,7 +59,7 @@ _COLUMN_MODES = ("auto", "always", "never")
 def column_sparse_pays(kept_fraction, positions, channels) -> bool:
     """Whether a column-sparse rewrite of a 3x3-like conv should run faster.
 
-    The rule follows DESIGN.md's measured table (shifted 1x1 sums against the
+    The rule follows docs/DESIGN.md's measured table (shifted 1x1 sums against the
     dense conv, TF and ONNX Runtime on a 2-core CPU): at 8x8 positions with
     >= 128 input channels it breaks even at about 25% of the columns kept; at
     16x16 only at 12.5%; at 32x32 never. Elsewhere the dense conv (with its

@@ -9,7 +9,8 @@ s / S (the last stage targets the plan itself), and each stage starts afresh
 model is hard-pruned to the plan and trained with masks for `masked_epochs`.
 With the group-aware masks (`graph=True`) this took LeNet-5 filter 16x from
 88.1% (plain ADMM, per-layer masks) to 94.0% at the same budget
-(docs/COMPARISON.md); it is what `baselines.run_method("admm", ...)` runs.
+(docs/COMPARISON.md); it is what the comparison harness (tools/harness) runs
+as "admm".
 
 Example:
 

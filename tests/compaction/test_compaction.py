@@ -671,8 +671,44 @@ def test_compact_of_saved_and_loaded_model(tmp_path):
 
 
 def test_graph_module_reports_the_same_barriers():
-    model = vgg_bn()
-    assert graph.DependencyGraph.from_model(model).barriers == []
+    """A layer without a channel rule between two convs: compact's summary and
+    the dependency graph name the same barrier, and its channels stay."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = layers.LayerNormalization(name="norm")(x)  # mixes channels: no rule
+    x = layers.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(3, name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    _prune(model, "filter:0.75", skip_first=False)
+    # Channels 0-3 of c1 emit zeros and c2 does not read them: only the barrier
+    # keeps them (LayerNormalization's mean and variance run over all 8).
+    c1, c2 = model.get_layer("c1"), model.get_layer("c2")
+    c1.kernel.assign(np.asarray(c1.kernel) * (np.arange(8) >= 4))
+    c1.bias.assign(np.asarray(c1.bias) * (np.arange(8) >= 4))
+    c2.kernel.assign(np.asarray(c2.kernel) * (np.arange(8) >= 4)[:, None])
+
+    barriers = graph.DependencyGraph.from_model(model).barriers
+    assert [(b.layer, b.layer_class) for b in barriers] == [
+        ("norm", "LayerNormalization")
+    ]
+    assert "no channel rule" in barriers[0].reason
+    small, summary = _compact_and_check(model, _inputs(model))
+    assert summary.barriers == barriers
+    assert summary.to_dict()["barriers"] == [
+        {
+            "layer": "norm",
+            "layer_class": "LayerNormalization",
+            "reason": barriers[0].reason,
+        }
+    ]
+    row = next(r for r in summary.rows if r["layer"] == "norm")
+    assert row["note"] == f"barrier: {barriers[0].reason}"
+    # The channels on both sides of the barrier are kept, those past c2 are not.
+    assert small.get_layer("c1").filters == 8
+    assert tuple(small.get_layer("norm").gamma.shape) == (8,)
+    assert small.get_layer("c2").kernel.shape[-2] == 8
+    assert small.get_layer("c2").filters < 8
 
 
 # ------------------------------------------------------------------- fuzz

@@ -242,9 +242,9 @@ def test_tfmot_baseline_reaches_its_sparsity_and_reports_latency(tmp_path):
             sys.executable,
             os.path.join(_REPO, "tools", "tfmot_baseline.py"),
             f"--weights={tmp_path / 'weights.npz'}",
-            f"--data={tmp_path / 'data.npz'}",
+            f"--data_file={tmp_path / 'data.npz'}",
             f"--points={tmp_path / 'points.json'}",
-            f"--output={tmp_path / 'out.json'}",
+            f"--output_dir={tmp_path / 'out'}",
             "--latency_runs=5",
             "--warmup=2",
         ],
@@ -254,7 +254,7 @@ def test_tfmot_baseline_reaches_its_sparsity_and_reports_latency(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "out.json").read_text())
+    result = json.loads((tmp_path / "out" / "tfmot.json").read_text())
     # The same weights load into the tf_keras twin: same held-out accuracy.
     x_test = data["x_test"].astype("float32") / 255.0
     model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")

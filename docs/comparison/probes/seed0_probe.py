@@ -21,9 +21,8 @@ import time
 import keras
 import numpy as np
 
-from keras_admm import baselines, models
-from keras_admm.masks import hard_prune
-from keras_admm.optimizers import ADMMWrapper, MaskedWrapper
+from keras_admm import ADMMWrapper, MaskedWrapper, hard_prune, models
+from keras_admm import plan_for_flops_reduction, schedules
 from keras_admm.plan import PruningPlan
 
 d = np.load("runs/compare/full/data.npz")
@@ -33,7 +32,7 @@ W = keras.saving.load_model("runs/compare/full/dense.keras").get_weights()
 
 
 def level_plan(kind, level):
-    return baselines.plan_for_flops_reduction(
+    return plan_for_flops_reduction(
         models.lenet5(), kind, level, extra_rules=[("fc1", "unstructured:0.9")]
     ).plan
 
@@ -45,7 +44,7 @@ def scaled_plan(plan, frac):
         rules.append(
             (
                 t.layer_name,
-                baselines.scheduled_sparsity(
+                schedules.scheduled_sparsity(
                     t.sparsity, frac, 1.0, power=V.get("power", 3.0)
                 )
                 if frac < 1
@@ -166,7 +165,7 @@ def run(V, kind, level, seed=0, epochs=6, ft=3):
     masks = dead_aware_prune(model, plan) if V.get("dead") else hard_prune(model, plan)
     if V.get("reset_weights"):
         model.set_weights(W)
-        from keras_admm.masks import apply_masks
+        from keras_admm import apply_masks
 
         apply_masks(model, masks)
     if epochs_total > epochs:

@@ -6,7 +6,7 @@ Needs runs/compare/full/data.npz from `make compare`. Run from the repo root:
         '{"gradual": {"method": "gradual"}, "admm_rho1": {"rho": 1.0}}' \
         '[["shape", 16], ["shape", 8]]' '[0, 1]'
 
-Each variant is baselines.MethodOptions keyword arguments (plus "method").
+Each variant is methods.MethodOptions keyword arguments (plus "method").
 """
 
 import json
@@ -17,7 +17,12 @@ import time
 import keras
 import numpy as np
 
-from keras_admm import baselines, models
+import sys
+
+sys.path.insert(0, "tools")
+from harness import methods  # noqa: E402
+
+from keras_admm import models, plan_for_flops_reduction  # noqa: E402
 
 d = np.load("runs/compare/full/data.npz")
 x = d["x_train"].astype("float32") / 255.0
@@ -45,9 +50,9 @@ cells = json.loads(sys.argv[2])
 seeds = json.loads(sys.argv[3]) if len(sys.argv) > 3 else [0]
 for name, V in variants.items():
     method = V.pop("method", "admm")
-    opts = baselines.MethodOptions(**V)
+    opts = methods.MethodOptions(**V)
     for kind, level in cells:
-        lp = baselines.plan_for_flops_reduction(
+        lp = plan_for_flops_reduction(
             models.lenet5(),
             kind,
             float(level),
@@ -55,13 +60,13 @@ for name, V in variants.items():
         )
         for s in seeds:
             t = time.time()
-            r = baselines.run_method(
+            r = methods.run_method(
                 method,
                 models.lenet5,
                 W,
                 data,
                 lp.plan,
-                baselines.TrainingBudget(epochs=9, finetune_epochs=3),
+                methods.TrainingBudget(epochs=9, finetune_epochs=3),
                 opts,
                 seed=s,
             )

@@ -188,7 +188,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from harness.comparison import load_data, markdown, run_comparison
+    from harness.comparison import load_data, run_comparison
+    from harness.report import markdown
 
     from keras_admm import models
 

@@ -722,7 +722,11 @@ def main(argv):
     if "export" in stages:
         stage_export(run, small or keras.saving.load_model(small_path))
     if "profile" in stages:
-        stage_profile(run, dense_path, small_path)
+        # The baseline as the pipeline used it (Rescaling input, see load_dense).
+        baseline = run.path("dense.keras")
+        if not os.path.exists(baseline):
+            load_dense(dense_path).save(baseline)
+        stage_profile(run, baseline, small_path)
     print(markdown(run.report), flush=True)
 
 

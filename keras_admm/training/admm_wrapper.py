@@ -164,6 +164,11 @@ class ADMMWrapper(OptimizerWrapper):
             )
             self._admm.append(state)
             self._admm_by_key[self._var_key(weight)] = state
+        # 0 until the first step: then Z = Proj(W) of the weights the step
+        # starts from. A model saved before its first step and loaded again
+        # builds this optimizer before its weights are loaded; the first step
+        # then starts ADMM from the loaded weights, not the initial ones.
+        self._admm_started = self._scalar_variable("admm_started", 0.0)
 
     def admm_state(self) -> list[dict]:
         """Per planned layer: {"layer_name", "weight", "z", "u", "rho", "target"}."""
@@ -190,6 +195,23 @@ class ADMMWrapper(OptimizerWrapper):
                 grad + admm.penalty_gradient(state, variable, grad.dtype) / replicas
             )
         return out
+
+    def _before_step(self):
+        ops.cond(ops.equal(self._admm_started, 0.0), self._admm_start, lambda: None)
+
+    def _admm_start(self):
+        """Z = Proj(W), U = 0 from the weights as they are now."""
+        projected = self._project(
+            {
+                s["target"].weight_path: ops.convert_to_tensor(s["weight"])
+                for s in self._admm
+            }
+        )
+        for state in self._admm:
+            z = projected[state["target"].weight_path]
+            state["z"].assign(ops.cast(z, state["z"].dtype))
+            state["u"].assign(ops.zeros_like(state["u"]))
+        self._admm_started.assign(1.0)
 
     def _after_step(self):
         due = ops.equal(ops.mod(self.iterations, self.admm_steps), 0)

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import base64
+
 import keras
 import numpy as np
 from keras import ops
@@ -43,8 +45,16 @@ class MaskedWrapper(OptimizerWrapper):
     """
 
     def __init__(
-        self, inner_optimizer, masks=None, name=None, mask_shapes=None, **kwargs
+        self,
+        inner_optimizer,
+        masks=None,
+        name=None,
+        mask_shapes=None,
+        packed_masks=None,
+        **kwargs,
     ):
+        if packed_masks is not None:  # from get_config: the masks themselves
+            masks = {path: _unpack(item) for path, item in packed_masks.items()}
         if masks is None and mask_shapes is None:
             raise ValueError(
                 "MaskedWrapper needs masks: pass the dict returned by "
@@ -80,6 +90,7 @@ class MaskedWrapper(OptimizerWrapper):
         matched = match_variables(list(self.mask_shapes), var_list, "MaskedWrapper")
         self._masked = []
         self._mask_by_key = {}
+        self._mask_by_path = {}
         for path, shape in self.mask_shapes.items():
             weight = matched[path]
             if tuple(weight.shape) != tuple(shape):
@@ -98,6 +109,7 @@ class MaskedWrapper(OptimizerWrapper):
             mask = self._state_variable(weight, "mask", init)
             self._masked.append((weight, mask))
             self._mask_by_key[self._var_key(weight)] = mask
+            self._mask_by_path[path] = mask
 
     def _transform_grads(self, grads, variables):
         out = []
@@ -115,13 +127,21 @@ class MaskedWrapper(OptimizerWrapper):
             weight.assign(weight * ops.cast(mask, weight.dtype))
 
     def get_config(self):
-        return {
+        # The masks travel in the config, so a model saved before its first
+        # step (when the mask variables do not exist yet) keeps them.
+        masks = self.masks
+        if masks is None and self.built:
+            masks = {p: ops.convert_to_numpy(m) for p, m in self._mask_by_path.items()}
+        config = {
             "name": self.name,
             "inner_optimizer": keras.saving.serialize_keras_object(
                 self.inner_optimizer
             ),
             "mask_shapes": self.mask_shapes,
         }
+        if masks is not None:
+            config["packed_masks"] = {p: _pack(m) for p, m in masks.items()}
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -130,3 +150,20 @@ class MaskedWrapper(OptimizerWrapper):
             config.pop("inner_optimizer"), custom_objects=custom_objects
         )
         return cls(inner, **config)
+
+
+def _pack(mask) -> dict:
+    """A 0/1 mask as {"shape", "bits"}: one bit a weight, base64 text."""
+    array = np.asarray(mask).astype(bool)
+    bits = np.packbits(array.ravel())
+    return {
+        "shape": list(array.shape),
+        "bits": base64.b64encode(bits.tobytes()).decode(),
+    }
+
+
+def _unpack(item) -> np.ndarray:
+    shape = tuple(item["shape"])
+    bits = np.frombuffer(base64.b64decode(item["bits"]), dtype=np.uint8)
+    count = int(np.prod(shape))
+    return np.unpackbits(bits)[:count].reshape(shape).astype("float32")

@@ -154,8 +154,12 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
 
     def _common_apply(self, grads, trainable_variables=None):
+        self._before_step()
         self._replica_apply(grads, trainable_variables)
         self._after_step()
+
+    def _before_step(self):
+        """Runs once per step before the gradients are changed (cross-replica)."""
 
     def _tf_apply(self, grads, trainable_variables=None):
         """TF: under a strategy, step per replica, then update our state once."""
@@ -168,6 +172,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
             return
 
         def cross_replica(distribution, grads, trainable_variables):
+            self._before_step()
             distribution.extended.call_for_each_replica(
                 self._replica_apply, args=(grads, trainable_variables)
             )

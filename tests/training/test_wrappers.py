@@ -409,3 +409,72 @@ def test_masks_must_be_binary_and_match_shapes():
     wrapper = MaskedWrapper(keras.optimizers.Adam(), {path: np.ones((3, 3, 4, 9))})
     with pytest.raises(ValueError, match="shape"):
         wrapper.build(model.trainable_variables)
+
+
+# ------------------------------------------- saved before the first step (issue 12)
+def _three_convs():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, name="c1"),
+            keras.layers.Conv2D(8, 3, name="c2"),
+            keras.layers.Conv2D(4, 3, name="c3"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="fc"),
+        ]
+    )
+
+
+def _regression_data():
+    rng = np.random.default_rng(0)
+    return rng.random((32, 8, 8, 3), dtype="float32"), rng.random((32, 2), "float32")
+
+
+def test_masks_survive_a_save_before_the_first_step(tmp_path):
+    """No ReLU: a lost mask lets every pruned weight grow back in one epoch."""
+    import keras_admm
+
+    keras.utils.set_random_seed(0)
+    model = _three_convs()
+    plan = PruningPlan({"c1": "filter:0.5", "c2": "filter:0.5", "c3": "filter:0.5"})
+    masks = keras_admm.hard_prune(model, plan)
+    model.compile(
+        optimizer=MaskedWrapper(keras.optimizers.Adam(1e-2), masks), loss="mse"
+    )
+    path = tmp_path / "pruned.keras"
+    model.save(path)  # the optimizer is not built: no mask variables yet
+    loaded = keras.saving.load_model(path)
+    x, y = _regression_data()
+    loaded.fit(x, y, epochs=1, verbose=0)
+    for layer_name in ("c1", "c2", "c3"):
+        path_ = next(p for p in masks if layer_name in p)
+        kernel = loaded.get_layer(layer_name).kernel.numpy()
+        assert not kernel[masks[path_] == 0].any(), layer_name
+
+
+def test_admm_starts_from_the_loaded_weights_after_a_save_before_the_first_step(
+    tmp_path,
+):
+    import keras_admm
+
+    keras.utils.set_random_seed(0)
+    plan = PruningPlan({"c1": "filter:0.5", "c2": "filter:0.5"})
+
+    def compiled(model):
+        wrapper = keras_admm.ADMMWrapper(
+            keras.optimizers.Adam(1e-2), plan.resolve(model), admm_steps=1
+        )
+        model.compile(optimizer=wrapper, loss="mse")
+        return model
+
+    model = compiled(_three_convs())
+    reference = compiled(_three_convs())
+    reference.set_weights(model.get_weights())
+    path = tmp_path / "admm.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x, y = _regression_data()
+    for m in (loaded, reference):
+        m.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+    for a, b in zip(loaded.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)

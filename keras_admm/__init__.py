@@ -56,6 +56,8 @@ _EXPORTS = {
     "ExportVerificationError": "keras_admm.exporting",
     "export": "keras_admm.exporting",
     "count_flops": "keras_admm.profiling",
+    "KerasAdmmWarning": "keras_admm.exceptions",
+    "PruningSkippedWarning": "keras_admm.exceptions",
     "profile_models": "keras_admm.profiling",
     "register_flops": "keras_admm.registry",
 }

@@ -45,7 +45,10 @@ __all__ = [
     "channel_rule",
     "flops_of",
     "counts_flops",
-    "CROSS_CHANNEL_ACTIVATIONS",
+    "ELEMENTWISE_ACTIVATIONS",
+    "acts_per_channel",
+    "activation_name",
+    "register_elementwise_activation",
 ]
 
 _KINDS = (
@@ -58,8 +61,17 @@ _KINDS = (
     "flatten",
 )
 _OPS = ("dense", "conv", "conv_transpose", "depthwise", "separable")
-# Activations that mix channels: a channel cut behind them changes the outputs.
-CROSS_CHANNEL_ACTIVATIONS = ("softmax", "log_softmax")
+# Activations known to act on each value alone (by their __name__). Any other
+# activation (softmax, sparsemax, glu, a custom one) may mix channels, so the
+# graph does not cut channels through it; register_elementwise_activation adds
+# a custom one that is known to be elementwise.
+ELEMENTWISE_ACTIVATIONS = {
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu",
+    "sigmoid", "hard_sigmoid", "log_sigmoid", "tanh", "hard_tanh", "tanh_shrink",
+    "softplus", "softsign", "swish", "silu", "hard_silu", "hard_swish", "mish",
+    "exponential", "squareplus", "sparse_plus", "soft_shrink", "hard_shrink",
+    "threshold",
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,6 +383,33 @@ def register_flops(*layer_classes):
         return fn
 
     return decorator
+
+
+def register_elementwise_activation(activation) -> None:
+    """Declare a custom activation elementwise, so channels are cut through it.
+
+    Args:
+        activation: the function or its `__name__`.
+
+    Example:
+
+        registry.register_elementwise_activation(my_clipped_relu)
+    """
+    name = activation if isinstance(activation, str) else activation.__name__
+    ELEMENTWISE_ACTIVATIONS.add(name)
+
+
+def activation_name(layer):
+    """The `__name__` of a layer's activation ("linear" without one)."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    return getattr(activation, "__name__", type(activation).__name__)
+
+
+def acts_per_channel(layer) -> bool:
+    """Whether the layer's activation (if any) is known to be elementwise."""
+    return activation_name(layer) in ELEMENTWISE_ACTIVATIONS
 
 
 # ------------------------------------------------------------------ lookups

@@ -475,7 +475,11 @@ class _Compactor:
             if not getattr(layer, "weights", None):
                 # A stateless layer (e.g. a Lambda): a shallow copy with its own
                 # node lists computes the same and leaves the original alone.
-                clone = copy.copy(layer)
+                try:
+                    clone = copy.copy(layer)
+                except Exception:  # noqa: BLE001 - a layer pickled by its config
+                    clone = object.__new__(type(layer))
+                    clone.__dict__.update(layer.__dict__)
                 clone._inbound_nodes = []
                 clone._outbound_nodes = []
                 return clone

@@ -33,7 +33,12 @@ import keras
 import numpy as np
 
 from keras_admm.graph.mappings import Explicit, IndexMapping
-from keras_admm.registry import CROSS_CHANNEL_ACTIVATIONS, ChannelRule, channel_rule
+from keras_admm.registry import (
+    ChannelRule,
+    activation_name,
+    acts_per_channel,
+    channel_rule,
+)
 
 __all__ = [
     "DependencyGraph",
@@ -43,11 +48,6 @@ __all__ = [
     "NodeInfo",
     "check_graph_model",
 ]
-
-
-def activation_name(layer):
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", str(activation))
 
 
 def _barrier_reason(layer, rule, node) -> str | None:
@@ -72,9 +72,11 @@ def _barrier_reason(layer, rule, node) -> str | None:
         axis = layer.axis if isinstance(layer.axis, int) else None
         if axis is None or axis % rank != rank - 1:
             return f"{cls} normalizes along axis {layer.axis}, not the last axis"
-    if isinstance(layer, keras.layers.Activation):
-        if activation_name(layer) in CROSS_CHANNEL_ACTIVATIONS:
-            return f"{cls} applies {activation_name(layer)} across channels"
+    if isinstance(layer, keras.layers.Activation) and not acts_per_channel(layer):
+        return (
+            f"{cls} applies {activation_name(layer)}, not known to act channel by "
+            "channel (keras_admm.registry.register_elementwise_activation if it does)"
+        )
     if isinstance(layer, keras.layers.Reshape):
         before = node.input_tensors[0].shape[-1]
         after = node.output_tensors[0].shape[-1]
@@ -410,14 +412,16 @@ class DependencyGraph:
                         (self.elements(t), f"barrier {info.layer.name}: {info.barrier}")
                     )
                 continue
-            if info.rule.kind in ("weighted", "separable") and (
-                activation_name(info.layer) in CROSS_CHANNEL_ACTIVATIONS
-            ):
+            if info.rule.kind in (
+                "weighted",
+                "separable",
+                "depthwise",
+            ) and not acts_per_channel(info.layer):
                 pins.append(
                     (
                         self.elements(info.outputs[0]),
-                        f"{info.layer.name} applies "
-                        f"{activation_name(info.layer)} across channels",
+                        f"{info.layer.name} applies {activation_name(info.layer)}, "
+                        "not known to act channel by channel",
                     )
                 )
             # A layer called twice: its weights tie the channels of both calls.

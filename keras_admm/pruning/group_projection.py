@@ -89,6 +89,7 @@ class GroupProjection:
         # Keyed like ADMMWrapper's state: by the plan's weight paths.
         paths = {target.layer_name: target.weight_path for target, _ in pairs}
         asks, handled = selection.group_asks(graph, pairs)
+        selection.warn_skipped_cuts(graph, pairs, "GroupProjection")
         groups = []
         for index, ratio in sorted(asks.items()):
             group = graph.groups[index]

@@ -220,6 +220,7 @@ def group_masks(model, plan, graph=None) -> dict:
         return values[key]
 
     asks, handled = selection.group_asks(graph, pairs)
+    selection.warn_skipped_cuts(graph, pairs, "hard_prune")
     masks = {}
 
     def mask_for(variable):

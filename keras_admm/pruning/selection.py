@@ -23,10 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from keras import ops
 
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.exceptions import PruningSkippedWarning
 from keras_admm.registry import channel_rule
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "group_asks",
     "scoring_kernels",
     "scored_members",
+    "warn_skipped_cuts",
 ]
 
 
@@ -163,3 +167,44 @@ def scored_members(group, scoring):
     score it: its own budget is chosen afterwards among the live inputs.
     """
     return [m for m in group.members if scoring.get(m.layer) == (m.weight, m.role)]
+
+
+def warn_skipped_cuts(graph, pairs, what):
+    """Warn (PruningSkippedWarning) for every Filter / Channel target the graph
+    cannot cut: its channel groups are pinned (a barrier layer, a model input
+    or output) or its layer is itself a barrier.
+
+    Returns:
+        {layer name: reason} of the skipped targets.
+    """
+    layers = {layer.name: layer for layer in graph.functional.layers}
+    barriers = {b.layer: b.reason for b in graph.barriers}
+    skipped = {}
+    for target, _ in pairs:
+        role = asking_role(target, layers.get(target.layer_name))
+        if role is None or target.sparsity.ratio <= 0:
+            continue
+        found = [
+            group
+            for group, member in graph.groups_of(target.layer_name, role)
+            if member.is_kernel
+        ]
+        if target.layer_name in barriers:
+            reason = f"the layer is a barrier ({barriers[target.layer_name]})"
+        elif not found:
+            reason = "no channel group of the layer was found"
+        elif any(g.prunable and g.size > 1 for g in found):
+            continue
+        else:
+            pins = sorted({p for g in found for p in g.pinned})
+            reason = "its channels are pinned: " + "; ".join(pins[:3])
+        skipped[target.layer_name] = reason
+        warnings.warn(
+            f"{what}: the {target.sparsity} cut of layer '{target.layer_name}' is "
+            f"not made group-aware: {reason}. Register a channel rule for the "
+            "blocking layer (keras_admm.registry.register), or prune this layer "
+            "without graph= (its filters are then zeroed but compact() keeps them).",
+            PruningSkippedWarning,
+            stacklevel=3,
+        )
+    return skipped

@@ -716,3 +716,58 @@ def test_graph_module_reports_the_same_barriers():
 def test_fuzzed_architectures_match(seed):
     result = fuzz.check_seed(seed)
     assert result.matched, str(result)
+
+
+# ------------------------------------- activations that may mix channels (issue 12)
+def _zero_first_units(layer, count):
+    kernel = layer.kernel.numpy()
+    kernel[..., :count] = 0.0
+    layer.kernel.assign(kernel)
+
+
+@pytest.mark.parametrize("where", ["dense_activation", "activation_layer", "custom"])
+def test_compact_keeps_channels_behind_activations_that_mix_them(where):
+    keras.utils.set_random_seed(0)
+
+    def l2_normalize(x):  # a custom activation that mixes channels
+        return x / keras.ops.sqrt(keras.ops.sum(x * x, axis=-1, keepdims=True) + 1.0)
+
+    inputs = keras.Input((6,))
+    if where == "dense_activation":
+        hidden = keras.layers.Dense(8, activation="sparsemax", name="hidden")(inputs)
+    elif where == "activation_layer":
+        hidden = keras.layers.Dense(8, name="hidden")(inputs)
+        hidden = keras.layers.Activation("sparsemax", name="act")(hidden)
+    else:
+        hidden = keras.layers.Dense(8, name="hidden")(inputs)
+        hidden = keras.layers.Activation(l2_normalize, name="act")(hidden)
+    outputs = keras.layers.Dense(3, name="out")(hidden)
+    model = keras.Model(inputs, outputs)
+    _zero_first_units(model.get_layer("hidden"), 4)  # what a per-layer filter cut does
+    small = compact(model)
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32") * 3
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
+    assert small.get_layer("hidden").units == 8  # nothing cut through it
+
+
+def test_an_elementwise_custom_activation_can_be_declared():
+    from keras_admm import registry
+
+    @keras.saving.register_keras_serializable(package="test_compaction")
+    def clipped(x):
+        return keras.ops.clip(x, 0.0, 6.0)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation=clipped, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden))
+    _zero_first_units(model.get_layer("hidden"), 4)
+    assert compact(model).get_layer("hidden").units == 8
+    registry.register_elementwise_activation(clipped)
+    try:
+        small = compact(model)
+    finally:
+        registry.ELEMENTWISE_ACTIVATIONS.discard("clipped")
+    assert small.get_layer("hidden").units == 4
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)

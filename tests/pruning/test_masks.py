@@ -335,3 +335,34 @@ def test_report_reflects_sparsity_types_of_the_plan(lenet_model):
     assert rows["fc2"]["sparsity"] == str(sparsity_lib.NM(2, 4))
     assert rows["fc1"]["groups"] == [{"unit": "inputs", "kept": 72, "total": 72}]
     assert report.totals["params_reduction"] == 1.0
+
+
+# ------------------------------------------------ a requested cut not made (issue 12)
+@pytest.mark.parametrize(
+    "blocker",
+    [
+        lambda: keras.layers.LayerNormalization(name="blocker"),
+        lambda: keras.layers.Lambda(lambda t: t * 2.0, name="blocker"),
+        lambda: keras.layers.Permute((2, 1, 3), name="blocker"),
+    ],
+    ids=["layer_norm", "lambda", "permute"],
+)
+def test_a_group_cut_that_cannot_be_made_warns_and_names_the_layer(blocker):
+    import warnings
+
+    import keras_admm
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    x = blocker()(x)
+    x = keras.layers.Conv2D(4, 3, name="c2")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    plan = PruningPlan({"c1": "filter:0.5"})
+    with pytest.warns(keras_admm.PruningSkippedWarning, match="'c1'.*blocker"):
+        masks = masks_lib.hard_prune(model, plan, graph=True)
+    assert masks["c1/kernel"].all()  # honestly reported: nothing was cut
+    with pytest.warns(keras_admm.PruningSkippedWarning, match="'c1'"):
+        keras_admm.GroupProjection.from_plan(model, plan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", keras_admm.KerasAdmmWarning)
+        masks_lib.hard_prune(model, plan)  # per-layer: cut, no warning

@@ -184,3 +184,46 @@ def test_history_gets_the_keys_with_the_real_admm_wrapper(loss_scale):
         assert history.history[f"admm_residual/{state['layer_name']}"][
             -1
         ] == pytest.approx(expected_residual(state), rel=1e-5)
+
+
+def test_deep_models_get_a_summary_and_the_per_layer_values_in_files(tmp_path):
+    """ResNet-20's 21 planned convs: two keys in the bar, every layer on disk."""
+    import json
+    import os
+
+    import keras_admm
+    from keras_admm import models
+
+    keras.utils.set_random_seed(0)
+    model = models.resnet_cifar(8)  # 7 planned convs: more than the 4 of 'auto'
+    plan = keras_admm.PruningPlan.uniform(model, "filter:0.5", skip_first=False)
+    model.compile(
+        optimizer=keras_admm.ADMMWrapper(keras.optimizers.SGD(0.01), plan),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    import importlib.util
+
+    has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+    logger = ADMMLogger(
+        log_dir=str(tmp_path / "tb") if has_tensorboard else None,
+        json_path=str(tmp_path / "admm.json"),
+    )
+    x = np.random.default_rng(0).random((16, 32, 32, 3), dtype="float32")
+    y = np.arange(16) % 10
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[logger])
+    admm_keys = {k for k in history.history if k.startswith("admm")}
+    assert admm_keys == {"admm_residual_max", "admm_rho_max"}
+    with open(tmp_path / "admm.json") as f:
+        recorded = json.load(f)
+    assert [r["epoch"] for r in recorded] == [1, 2]
+    assert set(recorded[-1]["residual"]) == set(plan.layer_names)
+    assert max(recorded[-1]["residual"].values()) == pytest.approx(
+        history.history["admm_residual_max"][-1]
+    )
+    if has_tensorboard:
+        assert any(name.startswith("events") for name in os.listdir(tmp_path / "tb"))
+    else:
+        without = ADMMLogger(log_dir=str(tmp_path / "tb"))
+        without.set_model(model)
+        with pytest.raises(ImportError, match="pip install tensorboard"):
+            without.on_train_begin()

@@ -136,10 +136,23 @@ def find_variable(variables, path):
     The fallback lets a plan or masks computed on one instance of an
     architecture ("sequential/conv2/kernel") fit a rebuilt one
     ("sequential_2/conv2/kernel"). Returns None when there is no single match.
+
+    Raises:
+        ValueError: several variables have exactly this path (layers of the
+            same name, e.g. one inside a nested model, after a save and load):
+            binding to either could put a mask on the wrong layer.
     """
-    for variable in variables:
-        if variable.path == path:
-            return variable
+    exact = [v for v in variables if v.path == path]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        raise ValueError(
+            f"{len(exact)} variables of the model have the path '{path}' (layers "
+            "with the same name, e.g. one inside a nested model, share it after "
+            "a save and load), so a plan or mask for it could bind to the wrong "
+            "layer. Give the layers unique names, e.g. keras.layers.Conv2D(..., "
+            "name='head_conv'), then prune again."
+        )
     tail = "/".join(path.split("/")[-2:])
     candidates = [v for v in variables if v.path == tail or v.path.endswith("/" + tail)]
     return candidates[0] if len(candidates) == 1 else None
@@ -257,6 +270,17 @@ class PruningPlan:
             )
         layers = all_layers(model)
         prunable = prunable_layers(model)
+        seen = {}
+        for layer in prunable:
+            if layer.name in seen:
+                raise ValueError(
+                    f"Model '{model.name}' has two prunable layers named "
+                    f"'{layer.name}' (one inside a nested model): after a save and "
+                    "load Keras gives their weights the same path, and masks or "
+                    "ADMM state could bind to the wrong one. Give them unique "
+                    "names, e.g. keras.layers.Conv2D(..., name='inner_conv')."
+                )
+            seen[layer.name] = layer
         prunable_names = ", ".join(layer.name for layer in prunable) or "(none)"
         for kind, text, _ in self.rules:
             if kind == "name":

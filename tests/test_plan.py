@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 from conftest import (
     DEPTHWISE,
@@ -414,3 +415,34 @@ def test_parse_empty_plan_raises(text):
 def test_parse_bad_sparsity_in_short_form():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         PruningPlan.parse("conv1=filter:1.5")
+
+
+# ------------------------------- same-named layers in a nested model (issue 12)
+def _outer_and_inner_conv():
+    inner = keras.Sequential(
+        [keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, name="conv")], name="inner"
+    )
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = inner(x)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+
+def test_same_named_prunable_layers_are_refused_before_any_pruning():
+    model = _outer_and_inner_conv()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="two prunable layers named 'conv'.*unique"):
+        PruningPlan({"conv": "filter:0.5"}).resolve(model)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_mask_path_shared_by_two_variables_is_refused():
+    from keras_admm.plan import find_variable
+
+    model = _outer_and_inner_conv()
+    variables = [model.weights[0], model.weights[2]]
+    # What a save and load does to their paths: both become 'conv/kernel'.
+    fake = [type("V", (), {"path": "conv/kernel"})() for _ in variables]
+    with pytest.raises(ValueError, match="2 variables .* 'conv/kernel'.*unique"):
+        find_variable(fake, "conv/kernel")

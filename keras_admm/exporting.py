@@ -431,8 +431,11 @@ def export(
             "in keras.Model(inputs, outputs) first."
         )
     formats = _check_formats(formats)
-    if rtol < 0 or atol < 0:
-        raise ValueError(f"rtol and atol must be >= 0, got rtol={rtol}, atol={atol}.")
+    if not (rtol >= 0 and atol >= 0):  # NaN fails too
+        raise ValueError(
+            f"export() rtol and atol must be numbers >= 0, got rtol={rtol}, "
+            f"atol={atol}; e.g. rtol=1e-4, atol=1e-5."
+        )
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(

@@ -328,3 +328,10 @@ def test_layer_that_onnx_cannot_run_fails_with_the_format_named(tmp_path):
     with pytest.raises(ExportError, match="onnx .*leave 'onnx' out of formats"):
         export(model, tmp_path, formats=("saved_model", "onnx"))
     assert os.listdir(tmp_path) == []
+
+
+def test_nan_tolerance_is_refused_before_anything_is_written(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="rtol and atol"):
+        export(model, tmp_path / "out", rtol=float("nan"))
+    assert not (tmp_path / "out").exists()

@@ -165,6 +165,12 @@ def apply_masks(model, masks) -> None:
                 f"Mask for '{path}' has shape {mask.shape}, but the variable has "
                 f"shape {tuple(variable.shape)}. Recompute the masks for this model."
             )
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(
+                f"Mask for '{path}' must hold only 0 and 1 (found e.g. "
+                f"{mask[(mask != 0) & (mask != 1)].ravel()[:3].tolist()}). Use the "
+                "masks of hard_prune or masks_from_model."
+            )
         checked.append((variable, mask))
     for variable, mask in checked:
         value = keras.ops.convert_to_numpy(variable)

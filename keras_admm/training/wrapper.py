@@ -83,7 +83,9 @@ def match_variables(paths, variables, wrapper_name):
             raise ValueError(
                 f"{wrapper_name} has state for weight '{path}', but the variables "
                 f"it is built on have no single match for it (variables: {known}). "
-                "Resolve the plan (or compute the masks) on the model you compile."
+                "Resolve the plan (or compute the masks) on the model you compile. "
+                "A frozen layer (trainable=False) is not among them: unfreeze it "
+                "or leave it out of the plan."
             )
         matched[path] = variable
     return matched

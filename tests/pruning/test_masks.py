@@ -366,3 +366,14 @@ def test_a_group_cut_that_cannot_be_made_warns_and_names_the_layer(blocker):
     with warnings.catch_warnings():
         warnings.simplefilter("error", keras_admm.KerasAdmmWarning)
         masks_lib.hard_prune(model, plan)  # per-layer: cut, no warning
+
+
+@pytest.mark.parametrize("bad", [0.5, np.nan])
+def test_apply_masks_refuses_values_other_than_zero_and_one(bad):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+    before = model.get_weights()[0].copy()
+    mask = np.ones((4, 3), "float32")
+    mask[0, 0] = bad
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        masks_lib.apply_masks(model, {"fc/kernel": mask})
+    np.testing.assert_array_equal(model.get_weights()[0], before)

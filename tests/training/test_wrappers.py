@@ -478,3 +478,13 @@ def test_admm_starts_from_the_loaded_weights_after_a_save_before_the_first_step(
         m.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
     for a, b in zip(loaded.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_frozen_planned_layer_is_named_in_the_error():
+    model = _three_convs()
+    plan = PruningPlan({"c2": "filter:0.5"}).resolve(model)
+    model.get_layer("c2").trainable = False
+    model.compile(optimizer=ADMMWrapper(keras.optimizers.Adam(), plan), loss="mse")
+    x, y = _regression_data()
+    with pytest.raises(ValueError, match="c2/kernel.*frozen layer"):
+        model.fit(x, y, epochs=1, verbose=0)

@@ -385,6 +385,7 @@ def export(
     sample=None,
     rtol=1e-4,
     atol=1e-5,
+    reference=None,
 ):
     """Writes `model` as .keras, SavedModel and/or ONNX, and verifies each file.
 
@@ -406,6 +407,10 @@ def export(
             default a seeded random batch of 2 shaped like `model.inputs`.
         rtol: allowed difference relative to an output's largest magnitude.
         atol: allowed absolute difference on top of that.
+        reference: the model `model` was made from (e.g. the pruned model
+            before `compact`). Then `model` itself and every file are compared
+            with the reference's outputs, not only with `model`'s: a rewrite
+            that changed the outputs fails here instead of exporting "verified".
 
     Returns:
         An `ExportResult`: per format its path, size in bytes, max abs / rel
@@ -443,6 +448,12 @@ def export(
             "pass a directory path."
         )
 
+    original = reference
+    if original is not None and not isinstance(original, keras.Model):
+        raise TypeError(
+            f"export() `reference` must be the keras.Model the exported one was "
+            f"made from, got {type(original).__name__}."
+        )
     if sample is None:
         sample = _make_sample(model)
     # Calling the model also marks it as called, which Keras' ONNX export requires.
@@ -459,6 +470,24 @@ def export(
     flat_reference = [
         keras.ops.convert_to_numpy(x) for x in keras.tree.flatten(reference)
     ]
+    if original is not None and verify:
+        expected = [
+            keras.ops.convert_to_numpy(x)
+            for x in keras.tree.flatten(original(sample, training=False))
+        ]
+        abs_diff, rel_diff, ok = _compare(expected, flat_reference, rtol, atol)
+        if not ok:
+            raise ExportVerificationError(
+                f"The model to export differs from the reference model it was made "
+                f"from: max abs diff {abs_diff:.3g} (relative {rel_diff:.3g}) > "
+                f"atol {atol:g} + rtol {rtol:g} x max|output|. Nothing was written. "
+                "The rewrite (e.g. compact) changed the outputs: report it with "
+                "the model.",
+                "model",
+                abs_diff,
+                rel_diff,
+            )
+        flat_reference = expected
 
     os.makedirs(path, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=path)

@@ -265,7 +265,7 @@ def test_result_table_dict_and_markdown(tmp_path):
     [
         ({"formats": ("keras", "tflite")}, ValueError, "unknown export format"),
         ({"formats": ()}, ValueError, "formats is empty"),
-        ({"rtol": -1.0}, ValueError, "rtol and atol must be >= 0"),
+        ({"rtol": -1.0}, ValueError, "rtol and atol must be numbers >= 0"),
     ],
 )
 def test_bad_arguments_raise(tmp_path, kwargs, error, match):
@@ -335,3 +335,21 @@ def test_nan_tolerance_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="rtol and atol"):
         export(model, tmp_path / "out", rtol=float("nan"))
     assert not (tmp_path / "out").exists()
+
+
+def test_exports_are_checked_against_the_model_they_were_made_from(tmp_path):
+    keras.utils.set_random_seed(0)
+    original = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2)]
+    )
+    rewritten = keras.models.clone_model(original)
+    rewritten.set_weights(original.get_weights())
+    ok = export(rewritten, tmp_path / "same", formats="keras", reference=original)
+    assert ok.verified
+    # A rewrite that changed the outputs: the export itself would match it.
+    kernel = rewritten.get_layer("a").kernel
+    kernel.assign(kernel.numpy() * 1.5)
+    assert export(rewritten, tmp_path / "alone", formats="keras").verified
+    with pytest.raises(ExportVerificationError, match="differs from the reference"):
+        export(rewritten, tmp_path / "checked", formats="keras", reference=original)
+    assert not (tmp_path / "checked").exists()

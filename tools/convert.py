@@ -154,6 +154,7 @@ def main(argv):
             verify=_VERIFY.value,
             rtol=_RTOL.value,
             atol=_ATOL.value,
+            reference=model,  # the files must match the model the user gave
         )
     except (
         FileNotFoundError,

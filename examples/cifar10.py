@@ -177,6 +177,8 @@ class Run:
     def accuracy(self, model):
         """Validation, test and lossless-test accuracy of `model`."""
         d = self.data
+        if not getattr(model, "compiled", False):
+            compile_model(model, "sgd")  # evaluate() needs the loss and metric
         result = {}
         for name, x, y in (
             ("validation", d.x_val, d.y_val),

@@ -28,6 +28,11 @@ _WARMUP = common_flags.warmup(20, "Untimed steps per optimizer first.")
 _BLOCK = flags.DEFINE_integer("block", 10, "Steps per alternating block.")
 _ADMM_STEPS = flags.DEFINE_integer("admm_steps", 100, "Steps between Z/U updates.")
 _SPARSITY = common_flags.sparsity("filter_shape:0.5:0.5", "Planned type.")
+flags.register_validator(
+    "sparsity",
+    common_flags.is_sparsity_text,
+    "--sparsity must be a sparsity text; e.g. filter:0.5 or filter_shape:0.5:0.5",
+)
 _OUTPUT_DIR = common_flags.output_dir(
     None, f"Optional directory for the results ({RESULTS_FILE})."
 )

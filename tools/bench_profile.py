@@ -53,6 +53,21 @@ _FORMS = flags.DEFINE_enum(
 )
 _KEEPS = flags.DEFINE_list("keeps", ["0.5", "0.35"], "Fractions of channels kept.")
 _ALIGNS = flags.DEFINE_list("aligns", ["1", "8", "16"], "Channel multiples.")
+flags.register_validator(
+    "families",
+    lambda v: bool(v) and all(f in _FAMILIES for f in v),
+    f"--families must be model families; use {', '.join(_FAMILIES)}",
+)
+flags.register_validator(
+    "keeps",
+    lambda v: common_flags.all_numbers(v, float, low=1e-9, high=1.0),
+    "--keeps must be fractions in (0, 1]; e.g. --keeps 0.5,0.35",
+)
+flags.register_validator(
+    "aligns",
+    lambda v: common_flags.all_numbers(v, int, low=1),
+    "--aligns must be integers >= 1; e.g. --aligns 1,8,16",
+)
 _ENGINES = common_flags.engines(["tf", "onnxruntime"])
 _BATCH_SIZES = common_flags.batch_sizes([1, 32])
 _THREADS = common_flags.threads()

@@ -40,6 +40,7 @@ flags count as the calling script's own key flags, so its --help lists them.
 from __future__ import annotations
 
 import os
+import re
 
 from absl import flags
 
@@ -230,3 +231,30 @@ def min_time_s(default, help="Seconds of timing per engine x batch size, at leas
     """--min_time_s: seconds per timing loop, at least; >= 0."""
     holder = flags.DEFINE_float("min_time_s", default, help)
     return _validate(holder, lambda v: v >= 0, ">= 0", "e.g. --min_time_s 1.")
+
+
+# ------------------------------------------------------------ value checks
+_RATIO = r"(0(\.\d*)?|1(\.0*)?|\.\d+)(e-?\d+)?"
+_SPARSITY_TEXT = re.compile(
+    rf"^((unstructured|filter|channel|shape):{_RATIO}|filter_shape:{_RATIO}:{_RATIO}"
+    r"|nm:\d+:\d+)$"
+)
+
+
+def is_sparsity_text(text) -> bool:
+    """Whether `text` is a sparsity's text form ("filter:0.5", "nm:2:4", ...).
+
+    Checked without importing Keras, so flags fail fast at parse time.
+    """
+    return bool(_SPARSITY_TEXT.match(str(text).strip().lower()))
+
+
+def all_numbers(values, kind=float, low=None, high=None) -> bool:
+    """Whether every item of a list flag parses as `kind` within [low, high]."""
+    try:
+        numbers = [kind(v) for v in values]
+    except (TypeError, ValueError):
+        return False
+    return bool(numbers) and all(
+        (low is None or n >= low) and (high is None or n <= high) for n in numbers
+    )

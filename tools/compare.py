@@ -95,6 +95,40 @@ _FC1_SPARSITY = flags.DEFINE_string(
     "unstructured:0.9",
     "Sparsity of fc1 in every plan (the same at every level; 'none' keeps it dense).",
 )
+flags.register_validator(
+    "levels",
+    lambda v: common_flags.all_numbers(v, float) and all(float(x) > 1 for x in v),
+    "--levels must be factors > 1; e.g. --levels 2,4,8",
+)
+flags.register_validator(
+    "fc1_sparsity",
+    lambda v: v is None or v.lower() == "none" or common_flags.is_sparsity_text(v),
+    "--fc1_sparsity must be a sparsity text; e.g. unstructured:0.9, or none",
+)
+flags.register_validator(
+    "types",
+    lambda v: (
+        bool(v)
+        and all(
+            t in ("filter", "shape", "filter_shape", "unstructured", "channel")
+            for t in v
+        )
+    ),
+    "--types must be sparsity types; use filter, shape, filter_shape, "
+    "unstructured, channel",
+)
+flags.register_validator(
+    "methods",
+    lambda v: (
+        bool(v)
+        and all(
+            m in ("admm", "one_shot_l2", "one_shot_l1", "gradual", "group_lasso")
+            for m in v
+        )
+    ),
+    "--methods must be method names; use admm, one_shot_l2, one_shot_l1, "
+    "gradual, group_lasso",
+)
 _DATA = common_flags.mnist_source()
 _DATA_DIR = common_flags.mnist_data_dir()
 _TRAIN_SIZE = common_flags.train_size(

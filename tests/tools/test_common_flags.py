@@ -179,6 +179,13 @@ def bad_runs(tmp_path_factory):
         ("tools/fuzz_compact.py", "seed", "-1"): ["--num_graphs=1"],
         ("examples/lenet5_mnist.py", "seed", "-2"): [],
         ("tools/bench_compact.py", "align", "0"): [],
+        ("tools/compare.py", "levels", "1"): [],
+        ("tools/compare.py", "fc1_sparsity", "foo"): [],
+        ("tools/compare.py", "types", "rows"): [],
+        ("tools/bench_profile.py", "keeps", "2"): [f"--work_dir={tmp}/w"],
+        ("tools/bench_profile.py", "aligns", "0"): [f"--work_dir={tmp}/w"],
+        ("tools/bench_profile.py", "families", "resnet"): [f"--work_dir={tmp}/w"],
+        ("tools/bench_overhead.py", "sparsity", "foo"): [],
         ("tools/tfmot_baseline.py", "output_dir", str(a_file)): [
             "--weights=w.npz",
             "--data_file=d.npz",

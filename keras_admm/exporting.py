@@ -499,7 +499,15 @@ def export(
             _write(model, format_name, staged, inputs)
             diffs = (None, None)
             if verify:
-                diffs = _verify(format_name, staged, inputs, flat_reference, rtol, atol)
+                diffs = _verify(
+                    format_name,
+                    staged,
+                    inputs,
+                    flat_reference,
+                    rtol,
+                    atol,
+                    _low_precision(model),
+                )
             results.append(
                 FormatResult(
                     format=format_name,
@@ -530,7 +538,17 @@ def _write(model, format_name, target, inputs):
         ) from error
 
 
-def _verify(format_name, target, inputs, reference, rtol, atol):
+def _low_precision(model) -> str | None:
+    """The float16 / bfloat16 compute dtype of a mixed-precision model, or None."""
+    for layer in getattr(model, "layers", []):
+        policy = getattr(layer, "dtype_policy", None)
+        dtype = getattr(policy, "compute_dtype", None)
+        if dtype in ("float16", "bfloat16"):
+            return dtype
+    return None
+
+
+def _verify(format_name, target, inputs, reference, rtol, atol, low_precision=None):
     try:
         outputs = _RUNNERS[format_name](target, inputs)
     except ExportError:
@@ -544,13 +562,22 @@ def _verify(format_name, target, inputs, reference, rtol, atol):
     outputs = [keras.ops.convert_to_numpy(x) for x in outputs]
     max_abs, max_rel, ok = _compare(reference, outputs, rtol, atol)
     if not ok:
+        if low_precision and max_rel <= 1e-2:
+            cause = (
+                f"The model computes in {low_precision} (a mixed-precision "
+                f"policy), whose rounding is about 1e-3 of an output: pass e.g. "
+                "rtol=1e-2 to accept it, or export a float32 copy of the model."
+            )
+        else:
+            cause = (
+                "Check that every custom layer's get_config() restores its weights "
+                "and options and that its ops convert exactly; loosen rtol/atol "
+                f"only for known float error, or export without '{format_name}'."
+            )
         raise ExportVerificationError(
             f"the {format_name} export does not reproduce the Keras model: max abs "
             f"diff {max_abs:.3g}, max rel diff {max_rel:.3g} (allowed: atol={atol:g} "
-            f"+ rtol={rtol:g} x max|output|). Nothing was written. Check that every "
-            "custom layer's get_config() restores its weights and options and that "
-            "its ops convert exactly; loosen rtol/atol only for known float error, "
-            f"or export without '{format_name}'.",
+            f"+ rtol={rtol:g} x max|output|). Nothing was written. {cause}",
             format=format_name,
             max_abs_diff=max_abs,
             max_rel_diff=max_rel,

@@ -353,3 +353,27 @@ def test_exports_are_checked_against_the_model_they_were_made_from(tmp_path):
     with pytest.raises(ExportVerificationError, match="differs from the reference"):
         export(rewritten, tmp_path / "checked", formats="keras", reference=original)
     assert not (tmp_path / "checked").exists()
+
+
+def test_a_mixed_precision_mismatch_is_explained_as_float16_rounding(tmp_path):
+    """ONNX Runtime rounds float16 differently: the error says so, and how."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                keras.layers.Conv2D(16, 3),
+                keras.layers.ReLU(),
+                keras.layers.Conv2D(16, 3),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10),
+            ]
+        )
+        with pytest.raises(ExportVerificationError, match="float16.*rtol=1e-2"):
+            export(model, tmp_path / "strict", formats="onnx")
+        result = export(model, tmp_path / "loose", formats="onnx", rtol=1e-2)
+        assert result.verified
+    finally:
+        keras.mixed_precision.set_global_policy(policy)

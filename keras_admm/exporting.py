@@ -24,11 +24,14 @@ import tempfile
 import keras
 import numpy as np
 
-FORMATS = ("keras", "saved_model", "onnx")
+FORMATS = ("keras", "saved_model", "onnx")  # the default set
+# Formats written only when asked for.
+EXTRA_FORMATS = ("tflite",)
 FILE_NAMES = {
     "keras": "model.keras",
     "saved_model": "saved_model",
     "onnx": "model.onnx",
+    "tflite": "model.tflite",
 }
 _SAMPLE_SEED = 0
 _SAMPLE_BATCH = 2
@@ -173,10 +176,11 @@ def _check_formats(formats):
     formats = list(dict.fromkeys(formats))
     if not formats:
         raise ValueError(f"formats is empty; pass one or more of {list(FORMATS)}.")
-    unknown = [f for f in formats if f not in FORMATS]
+    known = FORMATS + EXTRA_FORMATS
+    unknown = [f for f in formats if f not in known]
     if unknown:
         raise ValueError(
-            f"unknown export format(s) {unknown}; choose from {list(FORMATS)} "
+            f"unknown export format(s) {unknown}; choose from {list(known)} "
             "(e.g. formats=('keras', 'onnx'))."
         )
     return formats
@@ -284,18 +288,49 @@ def _run_onnx(target, inputs):
     return _ordered(outputs, inputs.output_names, "onnx")
 
 
+def _write_tflite(model, target, inputs):
+    """LiteRT (TFLite) float32, converted from a SavedModel of the model."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        flatbuffer = converter.convert()
+    with open(target, "wb") as f:
+        f.write(flatbuffer)
+
+
+def _run_tflite(target, inputs):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=target)
+    runner = interpreter.get_signature_runner()
+    expected = list(runner.get_input_details())
+    feed = _feed(expected, inputs, "tflite")
+    outputs = runner(**{k: np.asarray(v, np.float32) for k, v in feed.items()})
+    return _ordered(outputs, inputs.output_names, "tflite")
+
+
 _WRITERS = {
     "keras": _write_keras,
     "saved_model": _write_saved_model,
     "onnx": _write_onnx,
+    "tflite": _write_tflite,
 }
-_RUNNERS = {"keras": _run_keras, "saved_model": _run_saved_model, "onnx": _run_onnx}
+_RUNNERS = {
+    "keras": _run_keras,
+    "saved_model": _run_saved_model,
+    "onnx": _run_onnx,
+    "tflite": _run_tflite,
+}
 _WRITE_HINTS = {
     "keras": "register custom layers with "
     "@keras.saving.register_keras_serializable and give them get_config()",
     "saved_model": "make every layer's call() traceable by tf.function",
     "onnx": "build custom layers from ops tf2onnx converts (slice, gather, matmul, "
     "add, conv...), or leave 'onnx' out of formats",
+    "tflite": "build custom layers from ops the TFLite converter supports, or "
+    "leave 'tflite' out of formats",
 }
 
 

@@ -263,7 +263,7 @@ def test_result_table_dict_and_markdown(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"formats": ("keras", "tflite")}, ValueError, "unknown export format"),
+        ({"formats": ("keras", "coreml")}, ValueError, "unknown export format"),
         ({"formats": ()}, ValueError, "formats is empty"),
         ({"rtol": -1.0}, ValueError, "rtol and atol must be numbers >= 0"),
     ],
@@ -377,3 +377,27 @@ def test_a_mixed_precision_mismatch_is_explained_as_float16_rounding(tmp_path):
         assert result.verified
     finally:
         keras.mixed_precision.set_global_policy(policy)
+
+
+def test_tflite_float32_of_a_compact_resnet_matches_the_pruned_model(tmp_path):
+    import keras_admm
+    from keras_admm import models
+
+    keras.utils.set_random_seed(0)
+    model = models.resnet_cifar(8, mean=(125, 123, 114), std=(63, 62, 66))
+    plan = keras_admm.PruningPlan.uniform(model, "filter:0.5", skip_first=False)
+    keras_admm.hard_prune(model, plan, graph=True)
+    small = keras_admm.compact(model)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+    result = export(
+        small,
+        tmp_path / "lite",
+        formats="tflite",
+        reference=model,
+        sample=pixels.astype("float32"),
+    )
+    assert result.verified
+    assert result["tflite"].path.endswith("model.tflite")
+    assert result["tflite"].max_rel_diff < 1e-4
+    # Not in the default set: the default export stays keras, saved_model, onnx.
+    assert "tflite" not in exporting.FORMATS

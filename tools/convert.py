@@ -34,7 +34,9 @@ _OUTPUT_DIR = common_flags.output_dir(
 )
 _ALIGN = common_flags.align()
 _FORMATS = flags.DEFINE_list(
-    "formats", list(exporting.FORMATS), "Formats: keras, saved_model, onnx."
+    "formats",
+    list(exporting.FORMATS),
+    "Formats: keras, saved_model, onnx (the default), tflite.",
 )
 _VERIFY = flags.DEFINE_bool(
     "verify", True, "Reload every file and check its outputs (--noverify skips)."
@@ -47,11 +49,12 @@ _ATOL = flags.DEFINE_float("atol", 1e-5, "Allowed absolute difference on top.")
 
 @flags.validator("formats")
 def _check_formats(values):
-    unknown = [v for v in values if v not in exporting.FORMATS]
+    known = exporting.FORMATS + exporting.EXTRA_FORMATS
+    unknown = [v for v in values if v not in known]
     if unknown or not values:
         raise flags.ValidationError(
             f"--formats has unknown or no formats {unknown or values}; choose from "
-            f"{','.join(exporting.FORMATS)}, e.g. --formats keras,onnx."
+            f"{','.join(known)}, e.g. --formats keras,onnx."
         )
     return True
 

@@ -67,7 +67,7 @@ def model_file(tmp_path):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--formats=keras,tflite"], "--formats has unknown or no formats"),
+        (["--formats=keras,coreml"], "--formats has unknown or no formats"),
         (["--align=0"], "--align must be >= 1, got 0"),
         (["--rtol=-1"], "--rtol and --atol must be >= 0"),
     ],

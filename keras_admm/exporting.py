@@ -26,12 +26,16 @@ import numpy as np
 
 FORMATS = ("keras", "saved_model", "onnx")  # the default set
 # Formats written only when asked for.
-EXTRA_FORMATS = ("tflite",)
+EXTRA_FORMATS = ("tflite", "tflite_int8")
+# Quantized formats: checked by top-1 agreement with the float model, not by a
+# float tolerance.
+QUANTIZED_FORMATS = ("tflite_int8",)
 FILE_NAMES = {
     "keras": "model.keras",
     "saved_model": "saved_model",
     "onnx": "model.onnx",
     "tflite": "model.tflite",
+    "tflite_int8": "model_int8.tflite",
 }
 _SAMPLE_SEED = 0
 _SAMPLE_BATCH = 2
@@ -68,6 +72,8 @@ class FormatResult:
         max_abs_diff: largest |reloaded - keras| over all outputs; None unverified.
         max_rel_diff: the worst output's max_abs_diff / max|keras output|.
         verified: True when the reloaded file was checked and matched.
+        agreement: quantized formats: the share of sample rows whose top-1 class
+            (argmax of the last axis) equals the Keras model's.
     """
 
     format: str
@@ -76,6 +82,7 @@ class FormatResult:
     max_abs_diff: float | None = None
     max_rel_diff: float | None = None
     verified: bool = False
+    agreement: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +135,10 @@ class ExportResult:
             ]
             for r in self.results
         ]
+        if any(r.agreement is not None for r in self.results):
+            header.append("top-1 agreement")
+            for row, r in zip(rows, self.results):
+                row.append("-" if r.agreement is None else f"{100 * r.agreement:.1f}%")
         return header, rows
 
     def to_markdown(self):
@@ -139,7 +150,9 @@ class ExportResult:
 
     def __str__(self):
         header, rows = self._rows()
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(6)]
+        widths = [
+            max(len(row[i]) for row in [header, *rows]) for i in range(len(header))
+        ]
         lines = [
             "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
             for row in [header, *rows]
@@ -300,6 +313,54 @@ def _write_tflite(model, target, inputs):
         f.write(flatbuffer)
 
 
+def _write_tflite_int8(model, target, inputs):
+    """Full-integer LiteRT: int8 weights, activations, inputs and outputs,
+    calibrated on the export sample (the representative data)."""
+    import tensorflow as tf
+
+    if len(inputs.flat) != 1:
+        raise ValueError("tflite_int8 supports single-input models only")
+    calibration = np.asarray(inputs.flat[0], np.float32)
+
+    def representative():
+        for row in calibration:
+            yield [row[None]]
+
+    with tempfile.TemporaryDirectory() as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        flatbuffer = converter.convert()
+    with open(target, "wb") as f:
+        f.write(flatbuffer)
+
+
+def _run_tflite_int8(target, inputs):
+    """Runs the int8 file on the sample: inputs quantized, outputs dequantized."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=target)
+    runner = interpreter.get_signature_runner()
+    input_details = runner.get_input_details()
+    feed = _feed(list(input_details), inputs, "tflite_int8")
+    quantized = {}
+    for name, value in feed.items():
+        scale, zero = input_details[name]["quantization"]
+        q = np.round(np.asarray(value, np.float32) / scale + zero)
+        quantized[name] = np.clip(q, -128, 127).astype(np.int8)
+    outputs = runner(**quantized)
+    output_details = runner.get_output_details()
+    result = {}
+    for name, value in outputs.items():
+        scale, zero = output_details[name]["quantization"]
+        result[name] = (np.asarray(value, np.float32) - zero) * scale
+    return _ordered(result, inputs.output_names, "tflite_int8")
+
+
 def _run_tflite(target, inputs):
     import tensorflow as tf
 
@@ -316,12 +377,14 @@ _WRITERS = {
     "saved_model": _write_saved_model,
     "onnx": _write_onnx,
     "tflite": _write_tflite,
+    "tflite_int8": _write_tflite_int8,
 }
 _RUNNERS = {
     "keras": _run_keras,
     "saved_model": _run_saved_model,
     "onnx": _run_onnx,
     "tflite": _run_tflite,
+    "tflite_int8": _run_tflite_int8,
 }
 _WRITE_HINTS = {
     "keras": "register custom layers with "
@@ -331,6 +394,8 @@ _WRITE_HINTS = {
     "add, conv...), or leave 'onnx' out of formats",
     "tflite": "build custom layers from ops the TFLite converter supports, or "
     "leave 'tflite' out of formats",
+    "tflite_int8": "pass sample= a batch of real inputs (it calibrates the int8 "
+    "ranges) and use ops with int8 kernels, or leave 'tflite_int8' out of formats",
 }
 
 
@@ -421,6 +486,7 @@ def export(
     rtol=1e-4,
     atol=1e-5,
     reference=None,
+    min_agreement=0.9,
 ):
     """Writes `model` as .keras, SavedModel and/or ONNX, and verifies each file.
 
@@ -446,6 +512,10 @@ def export(
             before `compact`). Then `model` itself and every file are compared
             with the reference's outputs, not only with `model`'s: a rewrite
             that changed the outputs fails here instead of exporting "verified".
+        min_agreement: quantized formats ("tflite_int8", on request): the least
+            share of sample rows whose top-1 class must match the Keras model's.
+            They need `sample`: real inputs, which also calibrate the int8
+            ranges (a few hundred images is typical).
 
     Returns:
         An `ExportResult`: per format its path, size in bytes, max abs / rel
@@ -483,6 +553,17 @@ def export(
             "pass a directory path."
         )
 
+    if any(f in QUANTIZED_FORMATS for f in _check_formats(formats)):
+        if sample is None:
+            raise ValueError(
+                "export() to a quantized format needs sample=: a batch of real "
+                "inputs of the model (e.g. 200 training images), to calibrate the "
+                "int8 ranges and to check the top-1 agreement."
+            )
+        if not 0.0 <= min_agreement <= 1.0:
+            raise ValueError(
+                f"export() min_agreement must be in [0, 1], got {min_agreement!r}."
+            )
     original = reference
     if original is not None and not isinstance(original, keras.Model):
         raise TypeError(
@@ -542,6 +623,7 @@ def export(
                     rtol,
                     atol,
                     _low_precision(model),
+                    min_agreement,
                 )
             results.append(
                 FormatResult(
@@ -551,6 +633,7 @@ def export(
                     max_abs_diff=diffs[0],
                     max_rel_diff=diffs[1],
                     verified=verify,
+                    agreement=diffs[2] if len(diffs) > 2 else None,
                 )
             )
         for result in results:
@@ -583,7 +666,25 @@ def _low_precision(model) -> str | None:
     return None
 
 
-def _verify(format_name, target, inputs, reference, rtol, atol, low_precision=None):
+def _agreement(reference, outputs):
+    """Share of rows whose argmax over the last axis agrees (first output)."""
+    ref = np.asarray(reference[0])
+    out = np.asarray(outputs[0])
+    if ref.shape != out.shape or ref.ndim < 2:
+        return 0.0
+    return float(np.mean(np.argmax(ref, -1) == np.argmax(out, -1)))
+
+
+def _verify(
+    format_name,
+    target,
+    inputs,
+    reference,
+    rtol,
+    atol,
+    low_precision=None,
+    min_agreement=0.9,
+):
     try:
         outputs = _RUNNERS[format_name](target, inputs)
     except ExportError:
@@ -596,6 +697,20 @@ def _verify(format_name, target, inputs, reference, rtol, atol, low_precision=No
         ) from error
     outputs = [keras.ops.convert_to_numpy(x) for x in outputs]
     max_abs, max_rel, ok = _compare(reference, outputs, rtol, atol)
+    if format_name in QUANTIZED_FORMATS:
+        agreement = _agreement(reference, outputs)
+        if agreement < min_agreement:
+            raise ExportVerificationError(
+                f"the {format_name} export agrees with the Keras model's top-1 "
+                f"class on {100 * agreement:.1f}% of the sample, below "
+                f"min_agreement={min_agreement:g} (max abs diff {max_abs:.3g}). "
+                "Nothing was written. Calibrate on more representative inputs "
+                "(sample=), or accept it with a lower min_agreement.",
+                format=format_name,
+                max_abs_diff=max_abs,
+                max_rel_diff=max_rel,
+            )
+        return max_abs, max_rel, agreement
     if not ok:
         if low_precision and max_rel <= 1e-2:
             cause = (

@@ -401,3 +401,47 @@ def test_tflite_float32_of_a_compact_resnet_matches_the_pruned_model(tmp_path):
     assert result["tflite"].max_rel_diff < 1e-4
     # Not in the default set: the default export stays keras, saved_model, onnx.
     assert "tflite" not in exporting.FORMATS
+
+
+def _separable_classifier():
+    """A classifier with clear margins: int8 rounding cannot flip its argmax."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="h")]
+        + [keras.layers.Dense(4, name="out")]
+    )
+    hidden = np.zeros((8, 16), "float32")
+    hidden[np.arange(8), np.arange(8)] = 1.0
+    out = np.zeros((16, 4), "float32")
+    out[np.arange(8), np.arange(8) % 4] = 4.0
+    model.get_layer("h").set_weights([hidden, np.zeros(16, "float32")])
+    model.get_layer("out").set_weights([out, np.zeros(4, "float32")])
+    rows = np.eye(8, dtype="float32")[np.arange(64) % 8]
+    sample = rows + np.random.default_rng(0).uniform(0, 0.2, rows.shape)
+    return model, sample.astype("float32")
+
+
+def test_tflite_int8_is_full_integer_and_checked_by_top1_agreement(tmp_path):
+    import tensorflow as tf
+
+    model, sample = _separable_classifier()
+    result = export(
+        model, tmp_path / "q", formats=("tflite", "tflite_int8"), sample=sample
+    )
+    assert result.verified
+    assert result["tflite_int8"].agreement == 1.0
+    assert result["tflite"].agreement is None
+    assert "top-1 agreement" in str(result)
+    details = tf.lite.Interpreter(model_path=result["tflite_int8"].path)
+    assert details.get_input_details()[0]["dtype"] == np.int8
+    assert details.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_tflite_int8_needs_real_calibration_data(tmp_path):
+    model, sample = _separable_classifier()
+    with pytest.raises(ValueError, match="needs sample="):
+        export(model, tmp_path / "a", formats="tflite_int8")
+    with pytest.raises(ValueError, match="min_agreement"):
+        export(model, tmp_path / "b", formats="tflite_int8", sample=sample,
+               min_agreement=1.5)  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

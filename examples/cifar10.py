@@ -720,6 +720,8 @@ def main(argv):
     import keras
     from cifar10_data import load_cifar10
 
+    import keras_admm  # noqa: F401  (registers its classes before any load_model)
+
     stages = [s for s in STAGES if s in _STAGES.value]
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     smoke = _SMOKE.value

@@ -58,7 +58,7 @@ def main(runs):
                 src = os.path.join(runs, name, f)
                 if os.path.isfile(src):
                     shutil.copy(src, out)
-        model = os.path.join(runs, name, f"{name}.keras")
+        model = c["model"]  # the compact model the run wrote
         shutil.copy(model, os.path.join(HERE, "models", f"{name}.keras"))
     rows.insert(
         2,

@@ -270,17 +270,6 @@ class PruningPlan:
             )
         layers = all_layers(model)
         prunable = prunable_layers(model)
-        seen = {}
-        for layer in prunable:
-            if layer.name in seen:
-                raise ValueError(
-                    f"Model '{model.name}' has two prunable layers named "
-                    f"'{layer.name}' (one inside a nested model): after a save and "
-                    "load Keras gives their weights the same path, and masks or "
-                    "ADMM state could bind to the wrong one. Give them unique "
-                    "names, e.g. keras.layers.Conv2D(..., name='inner_conv')."
-                )
-            seen[layer.name] = layer
         prunable_names = ", ".join(layer.name for layer in prunable) or "(none)"
         for kind, text, _ in self.rules:
             if kind == "name":
@@ -328,6 +317,16 @@ class PruningPlan:
                     sparsity=spec,
                 )
             )
+        names = [t.layer_name for t in targets]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(
+                    f"Model '{model.name}' has two planned layers named '{name}' "
+                    "(one inside a nested model): after a save and load Keras gives "
+                    "their weights the same path, and masks or ADMM state could bind "
+                    "to the wrong one. Give them unique names, e.g. "
+                    "keras.layers.Conv2D(..., name='inner_conv')."
+                )
         if not targets:
             raise ValueError(
                 f"The plan prunes no layer of model '{model.name}' (every match is "

@@ -431,7 +431,7 @@ def _outer_and_inner_conv():
 def test_same_named_prunable_layers_are_refused_before_any_pruning():
     model = _outer_and_inner_conv()
     before = [w.copy() for w in model.get_weights()]
-    with pytest.raises(ValueError, match="two prunable layers named 'conv'.*unique"):
+    with pytest.raises(ValueError, match="two planned layers named .conv..*unique"):
         PruningPlan({"conv": "filter:0.5"}).resolve(model)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -446,3 +446,12 @@ def test_a_mask_path_shared_by_two_variables_is_refused():
     fake = [type("V", (), {"path": "conv/kernel"})() for _ in variables]
     with pytest.raises(ValueError, match="2 variables .* 'conv/kernel'.*unique"):
         find_variable(fake, "conv/kernel")
+
+
+def test_same_named_layers_that_are_not_planned_are_fine():
+    model = _outer_and_inner_conv()
+    inputs = model.inputs
+    # A plan that leaves both 'conv' layers alone resolves (no name clash to fear).
+    head = keras.layers.Dense(3, name="head")(model.outputs[0])
+    plan = PruningPlan({"head": "filter:0.5"}).resolve(keras.Model(inputs, head))
+    assert plan.layer_names == ["head"]

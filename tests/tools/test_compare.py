@@ -286,3 +286,20 @@ def test_tfmot_baseline_reaches_its_sparsity_and_reports_latency(tmp_path):
             assert latency["dense"]["median_ms"] > 0
             assert latency["pruned"]["runs"] == 5
             assert latency["speedup"] > 0
+
+
+def test_the_flag_checks_know_every_method_and_type():
+    """compare.py checks --types / --methods at parse time from its own lists."""
+    from keras_admm.pruning.flops_target import LEVEL_TYPES
+
+    code = (
+        "import sys; sys.path.insert(0, 'tools'); import compare; "
+        "print(list(compare.KNOWN_METHODS)); print(list(compare.KNOWN_TYPES))"
+    )  # its own process: compare.py defines absl flags other tools define too
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=_REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    known_methods, known_types = run.stdout.strip().splitlines()
+    assert known_methods == str(list(methods.METHODS))
+    assert known_types == str(list(LEVEL_TYPES))

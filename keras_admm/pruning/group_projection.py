@@ -88,8 +88,8 @@ class GroupProjection:
         planned = {target.layer_name: variable.name for target, variable in pairs}
         # Keyed like ADMMWrapper's state: by the plan's weight paths.
         paths = {target.layer_name: target.weight_path for target, _ in pairs}
-        asks, handled = selection.group_asks(graph, pairs)
-        selection.warn_skipped_cuts(graph, pairs, "GroupProjection")
+        asks, handled, skipped = selection.group_asks(graph, pairs)
+        selection.warn_skipped_cuts(skipped, "GroupProjection")
         groups = []
         for index, ratio in sorted(asks.items()):
             group = graph.groups[index]

@@ -225,8 +225,8 @@ def group_masks(model, plan, graph=None) -> dict:
             values[key] = (variable, keras.ops.convert_to_numpy(variable))
         return values[key]
 
-    asks, handled = selection.group_asks(graph, pairs)
-    selection.warn_skipped_cuts(graph, pairs, "hard_prune")
+    asks, handled, skipped = selection.group_asks(graph, pairs)
+    selection.warn_skipped_cuts(skipped, "hard_prune")
     masks = {}
 
     def mask_for(variable):

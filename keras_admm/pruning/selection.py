@@ -125,10 +125,13 @@ def group_asks(graph, pairs):
 
     Returns:
         ({group index: ratio (the largest asked)}, names of the layers whose
-        Filter / Channel target the groups replace).
+        Filter / Channel target the groups replace, {layer name: why its cut
+        cannot be made} for the targets whose channels are all pinned or whose
+        layer is a barrier; see `warn_skipped_cuts`).
     """
     layers = {layer.name: layer for layer in graph.functional.layers}
-    asks, handled = {}, set()
+    barriers = {b.layer: b.reason for b in graph.barriers}
+    asks, handled, skipped = {}, set(), {}
     for target, _ in pairs:
         role = asking_role(target, layers.get(target.layer_name))
         if role is None:
@@ -138,14 +141,23 @@ def group_asks(graph, pairs):
             for group, member in graph.groups_of(target.layer_name, role)
             if member.is_kernel
         ]
+        cuttable = [g for g in found if g.prunable and g.size > 1]
+        if target.sparsity.ratio > 0 and not cuttable:
+            if target.layer_name in barriers:
+                why = f"the layer is a barrier ({barriers[target.layer_name]})"
+            elif not found:
+                why = "no channel group of the layer was found"
+            else:
+                pins = sorted({p for g in found for p in g.pinned})
+                why = "its channels are pinned: " + "; ".join(pins[:3])
+            skipped[target.layer_name] = (target, why)
         if not found:
             continue
         handled.add(target.layer_name)
-        for group in found:
-            if group.prunable and group.size > 1:
-                ratio = target.sparsity.ratio
-                asks[group.index] = max(asks.get(group.index, 0.0), ratio)
-    return asks, handled
+        for group in cuttable:
+            ratio = target.sparsity.ratio
+            asks[group.index] = max(asks.get(group.index, 0.0), ratio)
+    return asks, handled, skipped
 
 
 def scoring_kernels(graph, pairs):
@@ -169,42 +181,19 @@ def scored_members(group, scoring):
     return [m for m in group.members if scoring.get(m.layer) == (m.weight, m.role)]
 
 
-def warn_skipped_cuts(graph, pairs, what):
-    """Warn (PruningSkippedWarning) for every Filter / Channel target the graph
-    cannot cut: its channel groups are pinned (a barrier layer, a model input
-    or output) or its layer is itself a barrier.
+def warn_skipped_cuts(skipped, what):
+    """Warn (PruningSkippedWarning) for every cut `group_asks` found skipped.
 
-    Returns:
-        {layer name: reason} of the skipped targets.
+    Args:
+        skipped: {layer name: (LayerTarget, reason)} from `group_asks`.
+        what: the caller, named in the message.
     """
-    layers = {layer.name: layer for layer in graph.functional.layers}
-    barriers = {b.layer: b.reason for b in graph.barriers}
-    skipped = {}
-    for target, _ in pairs:
-        role = asking_role(target, layers.get(target.layer_name))
-        if role is None or target.sparsity.ratio <= 0:
-            continue
-        found = [
-            group
-            for group, member in graph.groups_of(target.layer_name, role)
-            if member.is_kernel
-        ]
-        if target.layer_name in barriers:
-            reason = f"the layer is a barrier ({barriers[target.layer_name]})"
-        elif not found:
-            reason = "no channel group of the layer was found"
-        elif any(g.prunable and g.size > 1 for g in found):
-            continue
-        else:
-            pins = sorted({p for g in found for p in g.pinned})
-            reason = "its channels are pinned: " + "; ".join(pins[:3])
-        skipped[target.layer_name] = reason
+    for name, (target, why) in skipped.items():
         warnings.warn(
-            f"{what}: the {target.sparsity} cut of layer '{target.layer_name}' is "
-            f"not made group-aware: {reason}. Register a channel rule for the "
+            f"{what}: the {target.sparsity} cut of layer '{name}' is "
+            f"not made group-aware: {why}. Register a channel rule for the "
             "blocking layer (keras_admm.registry.register), or prune this layer "
             "without graph= (its filters are then zeroed but compact() keeps them).",
             PruningSkippedWarning,
             stacklevel=3,
         )
-    return skipped

@@ -605,6 +605,7 @@ def export(
             )
         flat_reference = expected
 
+    low_precision = _low_precision(model)
     os.makedirs(path, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=path)
     try:
@@ -622,7 +623,7 @@ def export(
                     flat_reference,
                     rtol,
                     atol,
-                    _low_precision(model),
+                    low_precision,
                     min_agreement,
                 )
             results.append(

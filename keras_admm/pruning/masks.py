@@ -37,6 +37,7 @@ __all__ = [
     "group_masks",
     "masks_from_model",
     "apply_masks",
+    "check_mask_values",
 ]
 
 
@@ -165,16 +166,26 @@ def apply_masks(model, masks) -> None:
                 f"Mask for '{path}' has shape {mask.shape}, but the variable has "
                 f"shape {tuple(variable.shape)}. Recompute the masks for this model."
             )
-        if not np.all((mask == 0) | (mask == 1)):
-            raise ValueError(
-                f"Mask for '{path}' must hold only 0 and 1 (found e.g. "
-                f"{mask[(mask != 0) & (mask != 1)].ravel()[:3].tolist()}). Use the "
-                "masks of hard_prune or masks_from_model."
-            )
+        check_mask_values(path, mask, "apply_masks")
         checked.append((variable, mask))
     for variable, mask in checked:
         value = keras.ops.convert_to_numpy(variable)
         variable.assign(value * mask.astype(value.dtype))
+
+
+def check_mask_values(path, mask, owner):
+    """Raise ValueError, naming `owner` and `path`, unless `mask` holds only 0 and 1.
+
+    A mask of 0.5 or NaN would scale or poison weights instead of pruning them.
+    """
+    mask = np.asarray(mask)
+    bad = mask[(mask != 0) & (mask != 1)]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: the mask for '{path}' must hold only 0 and 1 (found e.g. "
+            f"{bad.ravel()[:3].tolist()}). Use the masks of keras_admm.hard_prune "
+            "or masks_from_model."
+        )
 
 
 def group_masks(model, plan, graph=None) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 from keras.src.utils import tracking
 
+from keras_admm.pruning.masks import check_mask_values
 from keras_admm.training.wrapper import OptimizerWrapper, match_variables
 
 __all__ = ["MaskedWrapper"]
@@ -69,11 +70,7 @@ class MaskedWrapper(OptimizerWrapper):
             checked = {}
             for path, mask in masks.items():
                 array = np.asarray(ops.convert_to_numpy(mask), dtype="float32")
-                if not np.all((array == 0) | (array == 1)):
-                    raise ValueError(
-                        f"MaskedWrapper mask for '{path}' must hold only 0 and 1; "
-                        "pass the masks from keras_admm.hard_prune."
-                    )
+                check_mask_values(path, array, "MaskedWrapper")
                 checked[path] = array
             masks = checked
             mask_shapes = {p: list(m.shape) for p, m in masks.items()}

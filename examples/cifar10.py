@@ -616,14 +616,11 @@ def stage_export(run, small):
 
 
 def _tflite_int8_accuracy(path, run):
-    """Test accuracy of the full-integer LiteRT file (inputs quantized here)."""
+    """Test accuracy of the full-integer LiteRT file."""
     import numpy as np
-    import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_path=path)
-    runner = interpreter.get_signature_runner()
-    ((name, detail),) = runner.get_input_details().items()
-    scale, zero = detail["quantization"]
+    from keras_admm.exporting import predict_tflite_int8
+
     result = {}
     d = run.data
     for split, x, y in (
@@ -632,13 +629,8 @@ def _tflite_int8_accuracy(path, run):
     ):
         if x is None:
             continue
-        correct = 0
-        for start in range(0, len(x), 500):
-            batch = x[start : start + 500].astype(np.float32)
-            q = np.clip(np.round(batch / scale + zero), -128, 127).astype(np.int8)
-            (out,) = runner(**{name: q}).values()
-            correct += int(np.sum(np.argmax(out, -1) == y[start : start + 500]))
-        result[split] = correct / len(x)
+        out = predict_tflite_int8(path, x.astype("float32"))  # one interpreter
+        result[split] = float(np.mean(np.argmax(out, -1) == y))
     return result
 
 

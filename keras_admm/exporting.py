@@ -339,26 +339,44 @@ def _write_tflite_int8(model, target, inputs):
         f.write(flatbuffer)
 
 
-def _run_tflite_int8(target, inputs):
-    """Runs the int8 file on the sample: inputs quantized, outputs dequantized."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=target)
-    runner = interpreter.get_signature_runner()
+def _int8_call(runner, feed):
+    """Runs a full-integer signature: float inputs quantized, outputs dequantized."""
     input_details = runner.get_input_details()
-    feed = _feed(list(input_details), inputs, "tflite_int8")
     quantized = {}
     for name, value in feed.items():
         scale, zero = input_details[name]["quantization"]
         q = np.round(np.asarray(value, np.float32) / scale + zero)
         quantized[name] = np.clip(q, -128, 127).astype(np.int8)
-    outputs = runner(**quantized)
     output_details = runner.get_output_details()
     result = {}
-    for name, value in outputs.items():
+    for name, value in runner(**quantized).items():
         scale, zero = output_details[name]["quantization"]
         result[name] = (np.asarray(value, np.float32) - zero) * scale
-    return _ordered(result, inputs.output_names, "tflite_int8")
+    return result
+
+
+def predict_tflite_int8(path, x):
+    """Float outputs of a single-input, full-integer LiteRT file on batch `x`.
+
+    Example:
+
+        logits = predict_tflite_int8("export/model_int8.tflite", images)
+    """
+    import tensorflow as tf
+
+    runner = tf.lite.Interpreter(model_path=os.fspath(path)).get_signature_runner()
+    (name,) = runner.get_input_details()
+    outputs = _int8_call(runner, {name: x})
+    return next(iter(outputs.values()))
+
+
+def _run_tflite_int8(target, inputs):
+    """Runs the int8 file on the sample: inputs quantized, outputs dequantized."""
+    import tensorflow as tf
+
+    runner = tf.lite.Interpreter(model_path=target).get_signature_runner()
+    feed = _feed(list(runner.get_input_details()), inputs, "tflite_int8")
+    return _ordered(_int8_call(runner, feed), inputs.output_names, "tflite_int8")
 
 
 def _run_tflite(target, inputs):

@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-profile bench-compact fuzz compare compare-quick wheel clean
+.PHONY: venv demo test test-jax test-torch lint bench bench-profile bench-compact fuzz compare compare-quick wheel clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,examples,tfmot]"
+	$(PY) -m pip install --quiet -e ".[test,examples,tfmot,jax]"
 	touch $(STAMP)
 
 demo: venv
@@ -23,8 +23,24 @@ lint: venv
 	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m ruff format --check $(LINT_DIRS)
 
+# The tests that hold on every Keras backend; the tensorflow pass runs them all
+# (and tests/test_backends.py compares the backends' numbers side by side).
+BACKEND_TESTS := tests/test_sparsity.py tests/test_plan.py tests/test_registry.py \
+	tests/graph tests/pruning tests/training tests/compaction
+# pip takes the CPU build of torch 2.13 from this machine's disk; elsewhere use
+# e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= torch>=2.2,<2.14
+
 test: lint
 	$(PY) -m pytest -q tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q $(BACKEND_TESTS)
+
+test-jax: venv
+	KERAS_BACKEND=jax $(PY) -m pytest -q $(BACKEND_TESTS)
+
+test-torch: venv
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	KERAS_BACKEND=torch $(PY) -m pytest -q $(BACKEND_TESTS)
 
 bench: venv
 	$(PY) tools/bench_overhead.py --output_dir docs/bench

@@ -41,6 +41,12 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "matplotlib>=3.7"],
         "examples": ["mlxtend>=0.23", "matplotlib>=3.7"],
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras>=2.16"],
+        # Other Keras backends. ONNX export from JAX goes through jax2onnx.
+        "jax": ["jax>=0.4.30", "jax2onnx>=0.17"],
+        "torch": ["torch>=2.2"],
+        # Profiler engines "litert" (else tf.lite.Interpreter) and "openvino".
+        "litert": ["ai-edge-litert>=2.0"],
+        "openvino": ["openvino>=2024.0"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -16,7 +16,7 @@ classes (ADMMWrapper, MaskedWrapper, the sparsity types) so that
 `keras.saving.load_model()` finds them. With the environment variable
 KERAS_ADMM_LAZY=1 names load on first use instead (PEP 562), so that
 `keras_admm.profiling` can time .onnx files without importing Keras or
-TensorFlow; tools/profile.py sets it.
+TensorFlow; tools/profile_models.py sets it.
 """
 
 import importlib
@@ -62,6 +62,7 @@ _EXPORTS = {
     "register_flops": "keras_admm.registry",
 }
 _SUBMODULES = (
+    "backends",
     "compaction",
     "graph",
     "models",

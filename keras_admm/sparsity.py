@@ -45,6 +45,7 @@ __all__ = [
     "NM",
     "parse",
     "kept_count",
+    "top_k_mask",
 ]
 
 
@@ -110,11 +111,30 @@ def _check_ratio(ratio, what="ratio"):
     return float(ratio)
 
 
+def top_k_mask(values, k):
+    """0/1 float32 mask of the `k` largest entries along the last axis.
+
+    Ties go to the lower index on every backend (torch's top_k orders ties
+    arbitrarily): everything above the k-th largest value is kept, then the
+    first entries equal to it, by index, until k are kept.
+
+    >>> keras.ops.convert_to_numpy(top_k_mask([0.5, 2.0, 2.0, 2.0], 2)).tolist()
+    [0.0, 1.0, 1.0, 0.0]
+    """
+    values = ops.cast(ops.convert_to_tensor(values), "float32")
+    kth = ops.top_k(values, k)[0][..., k - 1 : k]
+    greater = ops.cast(ops.greater(values, kth), "float32")
+    equal = ops.cast(ops.equal(values, kth), "float32")
+    room = k - ops.sum(greater, axis=-1, keepdims=True)
+    first_equal = ops.cast(ops.cumsum(equal, axis=-1) <= room, "float32") * equal
+    return greater + first_equal
+
+
 def _group_mask(kernel, kept_axes, ratio):
     """0/1 mask keeping the `kept_count` groups with the largest L2 norm.
 
     A group is one index tuple along `kept_axes`; its norm is taken over all
-    the other axes. Ties go to the lower flat group index (top_k's order).
+    the other axes. Ties go to the lower flat group index (`top_k_mask`).
     """
     rank = len(kernel.shape)
     kept_axes = sorted(a % rank for a in kept_axes)
@@ -129,10 +149,7 @@ def _group_mask(kernel, kept_axes, ratio):
     keep = kept_count(num_groups, ratio)
     if keep >= num_groups:
         return ops.ones(kernel.shape, dtype="float32")
-    _, top = ops.top_k(ops.reshape(norms, (num_groups,)), keep)
-    flat = ops.scatter(
-        ops.expand_dims(top, -1), ops.ones((keep,), dtype="float32"), (num_groups,)
-    )
+    flat = top_k_mask(ops.reshape(norms, (num_groups,)), keep)
     return ops.broadcast_to(ops.reshape(flat, group_shape), kernel.shape)
 
 
@@ -358,8 +375,7 @@ class NM(Sparsity):
         blocks = ops.reshape(
             moved, moved_shape[:-1] + (moved_shape[-1] // self.m, self.m)
         )
-        _, top = ops.top_k(blocks, self.n)
-        block_mask = ops.sum(ops.one_hot(top, self.m, dtype="float32"), axis=-2)
+        block_mask = top_k_mask(blocks, self.n)
         return ops.moveaxis(ops.reshape(block_mask, moved_shape), -1, axis)
 
 

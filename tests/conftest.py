@@ -12,7 +12,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # tools/ on sys.path, as when its scripts run: its harness package is importable.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.append(
+    os.path.join(REPO, "tools")
+)  # after the stdlib: tools/profile_models.py
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -24,6 +26,60 @@ from keras_admm.sparsity import KernelLayout  # noqa: E402
 
 settings.register_profile("keras_admm", deadline=None, print_blob=True)
 settings.load_profile("keras_admm")
+
+# The suite runs on the tensorflow backend, and its backend-independent tests
+# on jax and torch too (`make test` / `make test-torch`, one process each).
+BACKEND = keras.backend.backend()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "tensorflow_only: needs the TensorFlow backend (tf.function, XLA, "
+        "tf.distribute, SavedModel/ONNX/LiteRT export); skipped on the others",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the tensorflow backend, not {BACKEND}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def value_and_grad(fn, variables):
+    """(fn(), [d fn / d v for v in variables]) on the current backend.
+
+    `fn` takes no arguments and reads the variables (a loss, a penalty). A
+    variable `fn` does not use gets None on tensorflow and torch, zeros on
+    jax. The custom-loop pattern of each backend: tf.GradientTape, jax.grad
+    over the variables' values (keras.StatelessScope), torch's backward().
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = fn()
+        return value, tape.gradient(value, variables)
+    if BACKEND == "jax":
+        import jax
+
+        def pure(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn()
+
+        value, grads = jax.value_and_grad(pure)([v.value for v in variables])
+        return value, list(grads)
+    if BACKEND == "torch":
+        for v in variables:
+            v.value.grad = None
+        value = fn()
+        value.backward()
+        return value.detach(), [v.value.grad for v in variables]
+    raise NotImplementedError(f"no gradients on the {BACKEND} backend")
+
 
 # Keras kernel layouts, written down from Keras' own kernel shapes.
 STANDARD = KernelLayout(filter_axes=(-1,), channel_axes=(-2,))
@@ -128,9 +184,9 @@ def assert_weights_equal(model, snapshot):
 
 # -------------------------------------------------------------------- asserts
 def to_numpy(x):
-    """A numpy copy of a tensor, variable or array."""
-    if hasattr(x, "numpy"):
-        x = x.numpy()
+    """A numpy copy of a tensor, variable or array (on any backend)."""
+    if isinstance(x, keras.Variable):
+        x = x.value
     return np.array(keras.ops.convert_to_numpy(x))
 
 

@@ -10,6 +10,11 @@ real training.
     python tools/bench_overhead.py                       # LeNet-5 and ResNet-20
     python tools/bench_overhead.py --models resnet20 --steps 300 \
         --output_dir docs/bench                        # writes overhead.json
+    python tools/bench_overhead.py --backend jax --output_dir docs/bench
+                                                       # overhead_jax.json
+
+Keras picks its backend when it is first imported, so --backend is applied
+before that (it overrides KERAS_BACKEND).
 """
 
 import json
@@ -19,8 +24,15 @@ import time
 import common_flags
 from absl import app, flags
 
-RESULTS_FILE = "overhead.json"
+RESULTS_FILE = "overhead.json"  # overhead_<backend>.json on other backends
+BACKENDS = ("tensorflow", "jax", "torch")
 
+_BACKEND = flags.DEFINE_enum(
+    "backend",
+    os.environ.get("KERAS_BACKEND", "tensorflow"),
+    BACKENDS,
+    "Keras backend to time (default: $KERAS_BACKEND, else tensorflow).",
+)
 _MODELS = flags.DEFINE_list("models", ["lenet5", "resnet20"], "lenet5, resnet20.")
 _BATCH_SIZE = common_flags.batch_size(64)
 _STEPS = flags.DEFINE_integer("steps", 200, "Timed steps per optimizer.")
@@ -105,12 +117,26 @@ def _time_model(name):
     }
 
 
+def _backend_version(backend):
+    import importlib
+
+    return importlib.import_module(backend).__version__
+
+
 def main(argv):
     del argv
     import platform
+    import sys
 
+    if "keras" in sys.modules and (
+        sys.modules["keras"].backend.backend() != _BACKEND.value
+    ):
+        raise app.UsageError(
+            f"Keras was imported with another backend before --backend "
+            f"{_BACKEND.value} could apply; run this script as a program."
+        )
+    os.environ["KERAS_BACKEND"] = _BACKEND.value
     import keras
-    import tensorflow as tf
 
     results = []
     for name in _MODELS.value:
@@ -124,19 +150,23 @@ def main(argv):
         )
     report = {
         "what": "train step time, ADMMWrapper(Adam) vs Adam, same model and data",
+        "backend": keras.backend.backend(),
+        "backend_version": _backend_version(keras.backend.backend()),
         "batch_size": _BATCH_SIZE.value,
         "steps": _STEPS.value,
         "admm_steps": _ADMM_STEPS.value,
         "sparsity": _SPARSITY.value,
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "results": results,
     }
     if _OUTPUT_DIR.value:
         os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-        path = os.path.join(_OUTPUT_DIR.value, RESULTS_FILE)
+        name = RESULTS_FILE
+        if _BACKEND.value != "tensorflow":
+            name = RESULTS_FILE.replace(".json", f"_{_BACKEND.value}.json")
+        path = os.path.join(_OUTPUT_DIR.value, name)
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
         print(f"Wrote {path}")

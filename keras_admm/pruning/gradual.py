@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.backends import sync_model_state
 from keras_admm.graph import DependencyGraph
 from keras_admm.plan import as_plan
 from keras_admm.pruning.masks import projection_masks
@@ -96,6 +97,7 @@ class GradualPruning(keras.callbacks.Callback):
         self._apply()
 
     def on_train_batch_end(self, batch, logs=None):
+        sync_model_state(self.model)
         self.step += 1
         due = self.step % self.frequency == 0 or self.step == self.end_step
         if due and self.step <= self.end_step:

@@ -90,10 +90,7 @@ def keep_top(scores, keep):
     elif keep <= 0:
         kept = ops.zeros((size,), "float32")
     else:
-        _, top = ops.top_k(ops.convert_to_tensor(scores), keep)
-        kept = ops.scatter(
-            ops.expand_dims(top, -1), ops.ones((keep,), "float32"), (size,)
-        )
+        kept = sparsity_lib.top_k_mask(scores, keep)
     if isinstance(scores, np.ndarray):
         return np.asarray(ops.convert_to_numpy(kept), dtype="float32")
     return kept

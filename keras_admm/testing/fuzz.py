@@ -41,10 +41,14 @@ __all__ = [
 layers = keras.layers
 
 
+def _float64(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
+
+
 def max_relative_error(expected, actual) -> float:
     """max |expected - actual| / max |expected| (over all outputs)."""
-    expected = [np.asarray(e, dtype=np.float64) for e in keras.tree.flatten(expected)]
-    actual = [np.asarray(a, dtype=np.float64) for a in keras.tree.flatten(actual)]
+    expected = [_float64(e) for e in keras.tree.flatten(expected)]
+    actual = [_float64(a) for a in keras.tree.flatten(actual)]
     scale = max(max(float(np.abs(e).max()) for e in expected), 1e-6)
     diff = max(float(np.abs(e - a).max()) for e, a in zip(expected, actual))
     return diff / scale

@@ -18,13 +18,18 @@ import numbers
 
 from keras import ops
 
+from keras_admm import backends
+
 __all__ = [
     "check_settings",
     "project_each",
     "new_state",
     "penalty",
     "penalty_gradient",
-    "update_z_u_rho",
+    "next_z_u_rho",
+    "current_z_u_rho",
+    "assign_z_u_rho",
+    "update_z_u_rho_if",
     "primal_residual",
     "primal_residuals",
     "find_admm_wrapper",
@@ -131,8 +136,10 @@ def penalty(states):
     return total
 
 
-def update_z_u_rho(states, project, rho_multiplier, rho_max, rescale_dual=False):
-    """Z <- Proj(W + U), U <- U + W - Z, rho <- min(rho * multiplier, rho_max).
+def next_z_u_rho(states, project, rho_multiplier, rho_max, rescale_dual=False):
+    """The values of one Z/U/rho update, as [(z, u, rho)] per state; assigns nothing.
+
+    Z <- Proj(W + U), U <- U + W - Z, rho <- min(rho * rho_multiplier, rho_max).
 
     Args:
         states: the per-kernel state dicts.
@@ -152,16 +159,53 @@ def update_z_u_rho(states, project, rho_multiplier, rho_max, rescale_dual=False)
     projected = project(
         {path: w + s["u"] for (path, w), s in zip(weights.items(), states)}
     )
+    values = []
     for state in states:
         path = state["target"].weight_path
-        new_z = projected[path]
+        new_z = ops.cast(projected[path], state["z"].dtype)
         new_u = state["u"] + weights[path] - new_z
         new_rho = ops.minimum(state["rho"] * rho_multiplier, rho_max)
         if rescale_dual:
             new_u = new_u * ops.cast(state["rho"] / new_rho, new_u.dtype)
-        state["z"].assign(new_z)
-        state["u"].assign(new_u)
-        state["rho"].assign(new_rho)
+        values.append((new_z, new_u, ops.cast(new_rho, state["rho"].dtype)))
+    return values
+
+
+def current_z_u_rho(states):
+    """[(z, u, rho)] per state, as tensors: the 'no update' branch of a cond."""
+    return [
+        tuple(ops.convert_to_tensor(s[key]) for key in ("z", "u", "rho"))
+        for s in states
+    ]
+
+
+def assign_z_u_rho(states, values):
+    """Assign [(z, u, rho)] (from `next_z_u_rho`) to the states' variables."""
+    for state, (z, u, rho) in zip(states, values):
+        state["z"].assign(z)
+        state["u"].assign(u)
+        state["rho"].assign(rho)
+
+
+def update_z_u_rho_if(due, states, compute):
+    """Assign `compute()`'s [(z, u, rho)] when `due`, keep the state otherwise.
+
+    The branches of the cond only compute values and the assignment follows
+    it: a variable assigned inside a branch leaks that branch's tracer on
+    JAX (keras.ops.cond is jax.lax.cond there), and is fine on TF and torch.
+
+    Args:
+        due: a boolean scalar tensor.
+        states: the per-kernel state dicts.
+        compute: () -> [(z, u, rho)] per state, e.g. a `next_z_u_rho` call.
+    """
+    now = backends.concrete_bool(due)
+    if now is not None:  # eager: branch in Python, copy nothing when not due
+        if now:
+            assign_z_u_rho(states, compute())
+        return
+    values = ops.cond(due, compute, lambda: current_z_u_rho(states))
+    assign_z_u_rho(states, values)
 
 
 def primal_residual(weight, z) -> float:

@@ -17,9 +17,10 @@ import keras
 from keras import ops
 from keras.src.utils import tracking
 
+from keras_admm.backends import num_replicas
 from keras_admm.plan import PruningPlan
 from keras_admm.training import admm
-from keras_admm.training.wrapper import OptimizerWrapper, match_variables, num_replicas
+from keras_admm.training.wrapper import OptimizerWrapper, match_variables
 
 __all__ = ["ADMMWrapper"]
 
@@ -31,7 +32,8 @@ class ADMMWrapper(OptimizerWrapper):
     Each step adds rho * (W - Z + U) to the gradient of every planned kernel W,
     then runs the inner optimizer. Every `admm_steps` steps it updates
     Z <- Proj(W + U), U <- U + W - Z and rho <- min(rho * rho_multiplier,
-    rho_max). Z starts at Proj(W) and U at 0 when the optimizer is built.
+    rho_max). Z starts at Proj(W) and U at 0 at the first step, from the weights
+    training starts from.
     Z, U, rho and the step count are optimizer variables, so `model.save()` /
     `keras.saving.load_model()` resume training exactly.
 
@@ -126,20 +128,6 @@ class ADMMWrapper(OptimizerWrapper):
         )
         self._admm = []
         self._admm_by_key = {}
-        initial = {}  # Proj(W) of every kernel, computed on first use
-
-        def initial_z(path):
-            if not initial:
-                initial.update(
-                    self._project(
-                        {
-                            t.weight_path: ops.convert_to_tensor(matched[t.weight_path])
-                            for t in targets
-                        }
-                    )
-                )
-            return initial[path]
-
         for target in targets:
             weight = matched[target.weight_path]
             if tuple(weight.shape) != tuple(target.kernel_shape):
@@ -149,14 +137,13 @@ class ADMMWrapper(OptimizerWrapper):
                     f"'{weight.path}' has shape {tuple(weight.shape)}. Resolve the "
                     "plan again on this model."
                 )
-
-            def init_z(shape, dtype=None, weight=weight, path=target.weight_path):
-                return ops.cast(initial_z(path), dtype or weight.dtype)
-
             state = admm.new_state(
                 target,
                 weight,
-                z=self._state_variable(weight, "admm_z", init_z),
+                # Z = Proj(W) is set at the first step (see `_before_step`):
+                # constant initial values keep the variables creatable inside
+                # a tf.function (a custom loop's first step) on every strategy.
+                z=self._state_variable(weight, "admm_z", "zeros"),
                 u=self._state_variable(weight, "admm_u", "zeros"),
                 rho=self._scalar_variable(
                     f"{target.layer_name.replace('/', '_')}_admm_rho", self.rho
@@ -191,39 +178,45 @@ class ADMMWrapper(OptimizerWrapper):
             if grad is None or state is None:
                 out.append(grad)
                 continue
-            out.append(
-                grad + admm.penalty_gradient(state, variable, grad.dtype) / replicas
-            )
+            penalty = admm.penalty_gradient(state, variable, grad.dtype)
+            out.append(ops.add(grad, penalty / replicas))
         return out
 
     def _before_step(self):
-        ops.cond(ops.equal(self._admm_started, 0.0), self._admm_start, lambda: None)
+        """At the first step: Z = Proj(W), U = 0 from the weights as they are now."""
+        first = ops.equal(self._admm_started, 0.0)
 
-    def _admm_start(self):
-        """Z = Proj(W), U = 0 from the weights as they are now."""
-        projected = self._project(
-            {
-                s["target"].weight_path: ops.convert_to_tensor(s["weight"])
+        def start():
+            projected = self._project(
+                {
+                    s["target"].weight_path: ops.convert_to_tensor(s["weight"])
+                    for s in self._admm
+                }
+            )
+            return [
+                (
+                    ops.cast(projected[s["target"].weight_path], s["z"].dtype),
+                    ops.zeros(s["u"].shape, s["u"].dtype),
+                    ops.convert_to_tensor(s["rho"]),
+                )
                 for s in self._admm
-            }
-        )
-        for state in self._admm:
-            z = projected[state["target"].weight_path]
-            state["z"].assign(ops.cast(z, state["z"].dtype))
-            state["u"].assign(ops.zeros_like(state["u"]))
+            ]
+
+        admm.update_z_u_rho_if(first, self._admm, start)
         self._admm_started.assign(1.0)
 
     def _after_step(self):
         due = ops.equal(ops.mod(self.iterations, self.admm_steps), 0)
-        ops.cond(due, self._admm_update, lambda: None)
-
-    def _admm_update(self):
-        admm.update_z_u_rho(
+        admm.update_z_u_rho_if(
+            due,
             self._admm,
-            self._project,
-            self.rho_multiplier,
-            self.rho_max,
-            self.rescale_dual,
+            lambda: admm.next_z_u_rho(
+                self._admm,
+                self._project,
+                self.rho_multiplier,
+                self.rho_max,
+                self.rescale_dual,
+            ),
         )
 
     def get_config(self):

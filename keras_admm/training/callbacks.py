@@ -16,6 +16,7 @@ import os
 import keras
 from keras import ops
 
+from keras_admm.backends import sync_model_state
 from keras_admm.training.admm import find_admm_wrapper, primal_residual
 
 __all__ = ["ADMMLogger"]
@@ -166,6 +167,7 @@ class ADMMLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.update_freq == "batch" and logs is not None:
+            sync_model_state(self.model)
             logs.update(self.admm_logs())
 
     def on_epoch_end(self, epoch, logs=None):

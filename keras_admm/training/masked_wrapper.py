@@ -115,7 +115,7 @@ class MaskedWrapper(OptimizerWrapper):
             out.append(
                 grad
                 if grad is None or mask is None
-                else grad * ops.cast(mask, grad.dtype)
+                else ops.multiply(grad, ops.cast(mask, grad.dtype))
             )
         return out
 

@@ -228,20 +228,18 @@ class ADMMRegularizer:
         steps = self._steps.assign_add(1)
         due = ops.equal(ops.mod(steps, self.admm_steps), 0)
 
-        def update():
-            self._update_z_u_rho()
-            return ops.convert_to_tensor(True)
-
-        return ops.cond(due, update, lambda: ops.convert_to_tensor(False))
-
-    def _update_z_u_rho(self):
-        admm.update_z_u_rho(
+        admm.update_z_u_rho_if(
+            due,
             self._state,
-            admm.project_each(s["target"] for s in self._state),
-            self.rho_multiplier,
-            self.rho_max,
-            self.rescale_dual,
+            lambda: admm.next_z_u_rho(
+                self._state,
+                admm.project_each(s["target"] for s in self._state),
+                self.rho_multiplier,
+                self.rho_max,
+                self.rescale_dual,
+            ),
         )
+        return due
 
     def residuals(self, model=None) -> dict[str, float]:
         """{layer_name: ||W - Z|| / ||W||}: the primal residual per planned layer.

@@ -12,9 +12,10 @@ from __future__ import annotations
 import keras
 from keras.src.utils import tracking
 
+from keras_admm import backends
 from keras_admm.plan import find_variable
 
-__all__ = ["OptimizerWrapper", "match_variables", "num_replicas"]
+__all__ = ["OptimizerWrapper", "match_variables"]
 
 _BASE_DEFAULTS = {
     "weight_decay": None,
@@ -91,15 +92,6 @@ def match_variables(paths, variables, wrapper_name):
     return matched
 
 
-def num_replicas():
-    """Replicas whose gradients the optimizer sums (1 outside tf.distribute)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 class OptimizerWrapper(keras.optimizers.Optimizer):
     """Shared mechanics of the two wrappers (LossScaleOptimizer pattern).
 
@@ -145,7 +137,7 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        if keras.backend.backend() == "tensorflow":
+        if backends.name() == "tensorflow":
             self._tf_apply(grads, trainable_variables)
         else:
             self._common_apply(grads, trainable_variables)

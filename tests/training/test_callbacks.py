@@ -43,7 +43,9 @@ class FakeADMMOptimizer(keras.optimizers.SGD):
 
     def __init__(self, model, rules, rho=0.01, **kwargs):
         super().__init__(learning_rate=0.05, **kwargs)
-        self._fake_state = []
+        # Untracked: the optimizer must not take the model's kernels (in the
+        # state dicts) for its own variables (JAX would donate them twice).
+        object.__setattr__(self, "_fake_state", [])
         for i, target in enumerate(PruningPlan(rules).resolve(model).targets):
             weight = model.get_layer(target.layer_name).kernel
             z = target.sparsity.project(weight, target.layout)

@@ -19,8 +19,9 @@ Y = np.random.RandomState(1).randint(0, 10, 64)
 
 
 def small_net(seed=0, name="net"):
+    """A conv-conv-dense net with the same (NumPy) initial weights on every backend."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential(
+    model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
             keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
@@ -30,6 +31,16 @@ def small_net(seed=0, name="net"):
         ],
         name=name,
     )
+    rng = np.random.default_rng(seed)
+    weights = []
+    for w in model.get_weights():
+        if w.ndim > 1:  # Glorot uniform, fans as Keras counts them
+            receptive = np.prod(w.shape[:-2])
+            limit = np.sqrt(6.0 / (receptive * (w.shape[-2] + w.shape[-1])))
+            w = rng.uniform(-limit, limit, w.shape)
+        weights.append(np.asarray(w, dtype="float32"))
+    model.set_weights(weights)
+    return model
 
 
 def numpy_of(variable):
@@ -54,11 +65,12 @@ def test_penalty_gradient_is_rho_times_w_minus_z_plus_u():
     optimizer.build(model.trainable_variables)
     w0 = numpy_of(kernel)
     c1_before = numpy_of(model.get_layer("c1").kernel)
-    z0 = numpy_of(optimizer.admm_state()[0]["z"])
-    np.testing.assert_allclose(z0, numpy_of(sparsity.Filter(0.5).project(w0)))
-    zero_grads = [ops.zeros_like(v) for v in model.trainable_variables]
+    z0 = numpy_of(sparsity.Filter(0.5).project(w0))
+    zero_grads = [ops.zeros(v.shape, v.dtype) for v in model.trainable_variables]
     optimizer.apply(zero_grads, model.trainable_variables)
-    expected = w0 - 0.1 * 0.5 * (w0 - z0)  # U = 0 at build
+    # The first step sets Z = Proj(W), U = 0 from the weights it starts from.
+    np.testing.assert_allclose(numpy_of(optimizer.admm_state()[0]["z"]), z0)
+    expected = w0 - 0.1 * 0.5 * (w0 - z0)
     np.testing.assert_allclose(numpy_of(kernel), expected, rtol=1e-6, atol=1e-7)
     # Variables outside the plan get the plain (zero) gradient.
     np.testing.assert_array_equal(numpy_of(model.get_layer("c1").kernel), c1_before)
@@ -72,11 +84,13 @@ def test_z_and_u_update_exactly_every_admm_steps():
     )
     optimizer.build(model.trainable_variables)
     state = optimizer.admm_state()[0]
-    z_start = numpy_of(state["z"])
+    # The first step sets Z = Proj(W) from the weights it starts from.
+    z_start = numpy_of(sparsity.Filter(0.5).project(model.get_layer("c2").kernel))
     rng = np.random.RandomState(2)
     for step in range(1, 4):
         grads = [
-            rng.randn(*v.shape).astype("float32") for v in model.trainable_variables
+            ops.convert_to_tensor(rng.randn(*v.shape).astype("float32"))
+            for v in model.trainable_variables
         ]
         optimizer.apply(grads, model.trainable_variables)
         if step < 3:
@@ -104,7 +118,7 @@ def test_rescale_dual_keeps_rho_times_u_when_rho_grows():
         rescale_dual=True,
     )
     optimizer.build(model.trainable_variables)
-    grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
+    grads = [ops.ones(v.shape, "float32") for v in model.trainable_variables]
     optimizer.apply(grads, model.trainable_variables)
     state = optimizer.admm_state()[0]
     w = numpy_of(model.get_layer("c2").kernel)
@@ -127,7 +141,7 @@ def test_rho_is_capped_by_rho_max():
         rho_max=0.5,
         admm_steps=1,
     )
-    grads = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+    grads = [ops.zeros(v.shape, "float32") for v in model.trainable_variables]
     for _ in range(3):
         optimizer.apply(grads, model.trainable_variables)
     assert float(numpy_of(optimizer.admm_state()[0]["rho"])) == pytest.approx(0.5)
@@ -153,13 +167,13 @@ def test_admm_pulls_weights_into_the_sparse_set(make_inner):
     rules = {"c2": "filter:0.5", "fc": "unstructured:0.8"}
     admm = small_net()
     compile_admm(admm, make_inner(), rules, rho=1.0, rho_multiplier=1.3, admm_steps=16)
-    admm.fit(X, Y, batch_size=8, epochs=16, verbose=0)
+    admm.fit(X, Y, batch_size=8, epochs=16, verbose=0, shuffle=False)
     plain = small_net()
     plain.compile(
         optimizer=make_inner(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    plain.fit(X, Y, batch_size=8, epochs=16, verbose=0)
+    plain.fit(X, Y, batch_size=8, epochs=16, verbose=0, shuffle=False)
     residuals = find_admm_wrapper(admm.optimizer).residuals()
     assert set(residuals) == {"c2", "fc"}
     for layer, spec in rules.items():
@@ -341,12 +355,12 @@ def test_masked_wrapper_zeroes_weights_moved_by_old_momentum():
     kernel = model.get_layer("c2").kernel
     inner = keras.optimizers.SGD(0.1, momentum=0.9)
     # Give the inner optimizer momentum on every weight first.
-    grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
+    grads = [ops.ones(v.shape, "float32") for v in model.trainable_variables]
     inner.apply(grads, model.trainable_variables)
     mask = np.zeros(kernel.shape, "float32")
     mask[..., :2] = 1.0
     wrapper = MaskedWrapper(inner, {kernel.path: mask})
-    zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+    zeros = [ops.zeros(v.shape, "float32") for v in model.trainable_variables]
     wrapper.apply(zeros, model.trainable_variables)
     assert np.all(numpy_of(kernel)[..., 2:] == 0.0)
 

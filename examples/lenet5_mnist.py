@@ -26,8 +26,8 @@ import time
 from absl import app, flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tools/ last on the path, for the shared flags: first, its profile.py would hide
-# the standard library's profile module.
+# tools/ last on the path, for the shared flags (after the standard library,
+# which no script name there may hide).
 sys.path.append(os.path.join(_REPO, "tools"))
 import common_flags  # noqa: E402
 

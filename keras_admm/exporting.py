@@ -11,6 +11,11 @@ is broken on Keras 3 (see docs/DESIGN.md). Custom layers survive all three forma
 they are registered with `keras.saving.register_keras_serializable` (for .keras) and
 built from ops that tf2onnx converts (for ONNX).
 
+On request it also writes LiteRT files ("tflite", full-integer "tflite_int8") and
+an int8 ONNX file ("onnx_int8", ONNX Runtime static quantization). The int8
+formats are calibrated on `sample` and checked by top-1 agreement with the float
+model instead of a float tolerance.
+
     result = keras_admm.export(small_model, "exports/small")
     print(result)                       # format, path, size, max diffs, verified
     result["onnx"].path                 # 'exports/small/model.onnx'
@@ -24,19 +29,24 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_admm import backends
+
 FORMATS = ("keras", "saved_model", "onnx")  # the default set
 # Formats written only when asked for.
-EXTRA_FORMATS = ("tflite", "tflite_int8")
+EXTRA_FORMATS = ("tflite", "tflite_int8", "onnx_int8")
 # Quantized formats: checked by top-1 agreement with the float model, not by a
 # float tolerance.
-QUANTIZED_FORMATS = ("tflite_int8",)
+QUANTIZED_FORMATS = ("tflite_int8", "onnx_int8")
 FILE_NAMES = {
     "keras": "model.keras",
     "saved_model": "saved_model",
     "onnx": "model.onnx",
     "tflite": "model.tflite",
     "tflite_int8": "model_int8.tflite",
+    "onnx_int8": "model_int8.onnx",
 }
+# Rows per batch fed to ONNX Runtime's calibrator.
+_CALIBRATION_BATCH = 32
 _SAMPLE_SEED = 0
 _SAMPLE_BATCH = 2
 
@@ -49,7 +59,7 @@ class ExportVerificationError(ExportError):
     """A reloaded file's outputs differ from the Keras model's beyond tolerance.
 
     Attributes:
-        format: the format that failed ("keras", "saved_model" or "onnx").
+        format: the format that failed (e.g. "onnx" or "onnx_int8").
         max_abs_diff: the largest absolute difference over all outputs.
         max_rel_diff: that difference relative to the output's largest magnitude.
     """
@@ -66,7 +76,7 @@ class FormatResult:
     """One written format.
 
     Attributes:
-        format: "keras", "saved_model" or "onnx".
+        format: its name, e.g. "keras", "onnx" or "onnx_int8" (see FILE_NAMES).
         path: the file (or SavedModel directory).
         size_bytes: its size on disk (all files, for a directory).
         max_abs_diff: largest |reloaded - keras| over all outputs; None unverified.
@@ -229,6 +239,51 @@ def _make_sample(model):
     return keras.tree.map_structure(random_input, _input_structure(model))
 
 
+def _check_calibration_sample(model, sample):
+    """Raises ValueError unless `sample` is a batch shaped like the model's inputs.
+
+    The int8 formats calibrate on it, so a missing batch axis or a wrong size
+    must fail here, with the shapes named, rather than deep in a converter.
+    """
+    if not getattr(model, "inputs", None):
+        return  # a subclassed model: no declared shapes to compare with.
+    expected = keras.tree.flatten(_input_structure(model))
+    try:
+        arrays = [
+            np.asarray(keras.ops.convert_to_numpy(x))
+            for x in keras.tree.flatten(sample)
+        ]
+    except Exception as error:  # not array-like
+        raise ValueError(
+            f"export() sample= must be a batch of arrays shaped like the inputs of "
+            f"model '{model.name}', got {type(sample).__name__} ({error})."
+        ) from error
+    if len(arrays) != len(expected):
+        raise ValueError(
+            f"export() sample= has {len(arrays)} array(s) but model '{model.name}' "
+            f"takes {len(expected)} input(s) {[t.name for t in expected]}; pass one "
+            "batch per input, structured like model.inputs."
+        )
+    for array, tensor in zip(arrays, expected):
+        want = tuple(tensor.shape)
+        ok = array.ndim == len(want) and all(
+            w is None or w == g for w, g in zip(want[1:], array.shape[1:])
+        )
+        if not ok or array.shape[0] == 0:
+            hint = (
+                " (a single example? add the batch axis: sample[None])"
+                if array.shape == tuple(want[1:])
+                else ""
+            )
+            takes = "(batch, " + ", ".join(map(str, want[1:])) + ")"
+            raise ValueError(
+                f"export() sample= for input '{tensor.name}' has shape {array.shape}"
+                f", but model '{model.name}' takes {takes}{hint}; pass a non-empty "
+                "batch of real inputs of that shape to "
+                "calibrate the int8 formats."
+            )
+
+
 def _input_structure(model):
     """The model's symbolic inputs, nested like the batches it takes."""
     try:
@@ -291,14 +346,73 @@ def _write_onnx(model, target, inputs):
     _rename_onnx_outputs(target, inputs.output_names)
 
 
-def _run_onnx(target, inputs):
+def _run_onnx(target, inputs, format_name="onnx"):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(target, providers=["CPUExecutionProvider"])
-    feed = _feed([i.name for i in session.get_inputs()], inputs, "onnx")
+    feed = _feed([i.name for i in session.get_inputs()], inputs, format_name)
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(names, feed)))
-    return _ordered(outputs, inputs.output_names, "onnx")
+    return _ordered(outputs, inputs.output_names, format_name)
+
+
+def _write_onnx_int8(model, target, inputs):
+    """ONNX Runtime static quantization of the float ONNX export: QDQ format,
+    int8 activations and per-channel int8 weights (Conv, MatMul, Gemm), with
+    activation ranges calibrated (min/max) on the export sample."""
+    import onnxruntime
+    from onnxruntime import quantization
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as work:
+        float_path = os.path.join(work, "float.onnx")
+        _write_onnx(model, float_path, inputs)
+        prepared = os.path.join(work, "prepared.onnx")
+        try:
+            # Shape inference and graph fusions (e.g. Conv + BN) before quantizing,
+            # as ONNX Runtime recommends. Optional: a graph it cannot process is
+            # quantized as exported.
+            quant_pre_process(float_path, prepared)
+        except Exception:  # onnx / sympy raise many types on unusual graphs.
+            prepared = float_path
+        session = onnxruntime.InferenceSession(
+            prepared, providers=["CPUExecutionProvider"]
+        )
+        feed = _feed([i.name for i in session.get_inputs()], inputs, "onnx_int8")
+        del session
+        quantization.quantize_static(
+            prepared,
+            target,
+            _calibration_reader(quantization.CalibrationDataReader, feed),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+
+
+def _calibration_reader(base, feed):
+    """A `CalibrationDataReader` (`base`) over the sample, in small batches."""
+    rows = len(next(iter(feed.values())))
+    batches = iter(
+        {
+            name: np.asarray(value[i : i + _CALIBRATION_BATCH])
+            for name, value in feed.items()
+        }
+        for i in range(0, rows, _CALIBRATION_BATCH)
+    )
+
+    class SampleReader(base):
+        def get_next(self):
+            return next(batches, None)
+
+    return SampleReader()
+
+
+def _run_onnx_int8(target, inputs):
+    """The QDQ file takes and returns float tensors: run it like the float one."""
+    return _run_onnx(target, inputs, "onnx_int8")
 
 
 def _write_tflite(model, target, inputs):
@@ -396,6 +510,7 @@ _WRITERS = {
     "onnx": _write_onnx,
     "tflite": _write_tflite,
     "tflite_int8": _write_tflite_int8,
+    "onnx_int8": _write_onnx_int8,
 }
 _RUNNERS = {
     "keras": _run_keras,
@@ -403,6 +518,7 @@ _RUNNERS = {
     "onnx": _run_onnx,
     "tflite": _run_tflite,
     "tflite_int8": _run_tflite_int8,
+    "onnx_int8": _run_onnx_int8,
 }
 _WRITE_HINTS = {
     "keras": "register custom layers with "
@@ -414,6 +530,9 @@ _WRITE_HINTS = {
     "leave 'tflite' out of formats",
     "tflite_int8": "pass sample= a batch of real inputs (it calibrates the int8 "
     "ranges) and use ops with int8 kernels, or leave 'tflite_int8' out of formats",
+    "onnx_int8": "pass sample= a batch of real inputs (it calibrates the int8 "
+    "ranges), check that the 'onnx' format exports, or leave 'onnx_int8' out of "
+    "formats",
 }
 
 
@@ -480,8 +599,8 @@ def _compare(reference, outputs, rtol, atol):
         return float("inf"), float("inf"), False
     worst_abs, worst_rel, ok = 0.0, 0.0, True
     for ref, out in zip(reference, outputs):
-        ref = np.asarray(ref, dtype=np.float64)
-        out = np.asarray(out, dtype=np.float64)
+        ref = np.asarray(keras.ops.convert_to_numpy(ref), dtype=np.float64)
+        out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
         if ref.shape != out.shape:
             return float("inf"), float("inf"), False
         scale = float(np.max(np.abs(ref))) if ref.size else 0.0
@@ -519,7 +638,9 @@ def export(
     Args:
         model: a built `keras.Model` (multi-input and multi-output too).
         path: the output directory; created if missing.
-        formats: any of "keras", "saved_model", "onnx" (a single name is fine).
+        formats: any of "keras", "saved_model", "onnx" (the default set), and on
+            request "tflite", "tflite_int8" or "onnx_int8" (a single name is
+            fine).
         verify: reload and compare each file; with False the files are only
             written and reported as unverified.
         sample: a batch the model accepts (same structure as its inputs). By
@@ -530,10 +651,13 @@ def export(
             before `compact`). Then `model` itself and every file are compared
             with the reference's outputs, not only with `model`'s: a rewrite
             that changed the outputs fails here instead of exporting "verified".
-        min_agreement: quantized formats ("tflite_int8", on request): the least
-            share of sample rows whose top-1 class must match the Keras model's.
-            They need `sample`: real inputs, which also calibrate the int8
-            ranges (a few hundred images is typical).
+        min_agreement: quantized formats ("tflite_int8", "onnx_int8", on
+            request): the least share of sample rows whose top-1 class must match
+            the Keras model's. They need `sample`: a batch of real inputs, which
+            also calibrates the int8 ranges (a few hundred images is typical).
+            "onnx_int8" is ONNX Runtime static quantization (QDQ, int8
+            activations, per-channel int8 weights); its file takes and returns
+            float tensors.
 
     Returns:
         An `ExportResult`: per format its path, size in bytes, max abs / rel
@@ -542,7 +666,9 @@ def export(
     Raises:
         TypeError: if `model` is not a `keras.Model`.
         ValueError: for an unknown or empty `formats`, negative tolerances, a
-            `path` that is a file, or no way to build a sample (pass `sample`).
+            `path` that is a file, or no way to build a sample (pass `sample`);
+            for a quantized format, a missing `sample` or one not shaped like the
+            model's inputs.
         ExportError: if a format cannot be written or reloaded (names the format
             and the fix).
         ExportVerificationError: if a reloaded file's outputs differ beyond the
@@ -552,6 +678,9 @@ def export(
         >>> result = export(model, "exports/lenet", formats=("keras", "onnx"))
         >>> result["onnx"].verified, result["onnx"].max_abs_diff < 1e-5
         (True, True)
+        >>> q = export(model, "exports/lenet", formats="onnx_int8", sample=images)
+        >>> q["onnx_int8"].agreement  # top-1 agreement with the float model
+        0.995
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -582,6 +711,7 @@ def export(
             raise ValueError(
                 f"export() min_agreement must be in [0, 1], got {min_agreement!r}."
             )
+        _check_calibration_sample(model, sample)
     original = reference
     if original is not None and not isinstance(original, keras.Model):
         raise TypeError(
@@ -668,10 +798,18 @@ def _write(model, format_name, target, inputs):
     try:
         _WRITERS[format_name](model, target, inputs)
     except Exception as error:  # Keras, TF and tf2onnx raise many types here.
+        hint = _WRITE_HINTS[format_name]
+        backend = backends.name()
+        if backend != "tensorflow" and format_name != "keras":
+            hint = (
+                f"on the {backend} backend Keras may have no path to this format: "
+                "write the 'keras' format (it loads on every backend), load that "
+                "file in a process started with KERAS_BACKEND=tensorflow and "
+                f"export it there (keras_admm.export or tools/convert.py); else {hint}"
+            )
         raise ExportError(
             f"could not write the {format_name} format of model '{model.name}' "
-            f"({type(error).__name__}: {error}). Nothing was written; "
-            f"{_WRITE_HINTS[format_name]}."
+            f"({type(error).__name__}: {error}). Nothing was written; {hint}."
         ) from error
 
 
@@ -687,8 +825,8 @@ def _low_precision(model) -> str | None:
 
 def _agreement(reference, outputs):
     """Share of rows whose argmax over the last axis agrees (first output)."""
-    ref = np.asarray(reference[0])
-    out = np.asarray(outputs[0])
+    ref = np.asarray(keras.ops.convert_to_numpy(reference[0]))
+    out = np.asarray(keras.ops.convert_to_numpy(outputs[0]))
     if ref.shape != out.shape or ref.ndim < 2:
         return 0.0
     return float(np.mean(np.argmax(ref, -1) == np.argmax(out, -1)))

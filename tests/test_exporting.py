@@ -445,3 +445,105 @@ def test_tflite_int8_needs_real_calibration_data(tmp_path):
         export(model, tmp_path / "b", formats="tflite_int8", sample=sample,
                min_agreement=1.5)  # fmt: skip
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------ onnx_int8
+def _int8_weight_scales(path):
+    """{op type: [scale shape of each int8 weight it dequantizes]} of a QDQ file."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    initializers = {i.name: i for i in graph.initializer}
+    consumers = {name: node.op_type for node in graph.node for name in node.input}
+    scales = {}
+    for node in graph.node:
+        weight = initializers.get(node.input[0])
+        if node.op_type != "DequantizeLinear" or weight is None:
+            continue
+        if weight.data_type != onnx.TensorProto.INT8:
+            continue
+        scale = list(initializers[node.input[1]].dims)
+        scales.setdefault(consumers[node.output[0]], []).append(scale)
+    return scales
+
+
+def test_onnx_int8_is_qdq_per_channel_and_checked_by_top1_agreement(tmp_path):
+    model, sample = _separable_classifier()
+    result = export(model, tmp_path / "q", formats=("onnx", "onnx_int8"), sample=sample)
+
+    assert result.verified
+    assert result["onnx_int8"].path == str(tmp_path / "q" / "model_int8.onnx")
+    assert result["onnx_int8"].agreement == 1.0
+    assert result["onnx"].agreement is None
+    assert 0 < result["onnx_int8"].max_abs_diff < 0.5  # int8 rounding, not exact
+    assert "top-1 agreement" in str(result) and "100.0%" in str(result)
+    assert result.to_dict()["formats"][1]["agreement"] == 1.0
+    assert sorted(os.listdir(tmp_path / "q")) == ["model.onnx", "model_int8.onnx"]
+    # QDQ with per-channel weights: one scale per output unit of each Dense.
+    assert _int8_weight_scales(result["onnx_int8"].path)["MatMul"] == [[16], [4]]
+    # Reloaded on its own, it takes float inputs and agrees with Keras.
+    session = onnxruntime.InferenceSession(result["onnx_int8"].path)
+    x = sample[::3]
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    want = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+    np.testing.assert_allclose(got, want, atol=0.5)
+
+
+def test_onnx_int8_of_a_conv_model_quantizes_conv_weights_per_channel(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_conv_model()
+    sample = np.random.default_rng(0).standard_normal((64, 8, 8, 3)).astype("float32")
+    result = export(
+        model, tmp_path, formats="onnx_int8", sample=sample, min_agreement=0.8
+    )
+    assert result["onnx_int8"].verified
+    assert 0.8 <= result["onnx_int8"].agreement <= 1.0
+    scales = _int8_weight_scales(result["onnx_int8"].path)
+    assert scales["Conv"] == [[4]] and scales["MatMul"] == [[3]]
+
+
+def test_onnx_int8_needs_a_calibration_sample_shaped_like_the_inputs(tmp_path):
+    model, sample = _separable_classifier()
+    with pytest.raises(ValueError, match="needs sample="):
+        export(model, tmp_path, formats="onnx_int8")
+    with pytest.raises(ValueError, match=r"shape \(8,\).*add the batch axis"):
+        export(model, tmp_path, formats="onnx_int8", sample=sample[0])
+    with pytest.raises(ValueError, match=r"shape \(64, 5\).*takes \(batch, 8\)"):
+        export(model, tmp_path, formats="onnx_int8", sample=sample[:, :5])
+    with pytest.raises(ValueError, match="has 2 array.*takes 1 input"):
+        export(model, tmp_path, formats="onnx_int8", sample=[sample, sample])
+    with pytest.raises(ValueError, match="non-empty batch"):
+        export(model, tmp_path, formats="onnx_int8", sample=sample[:0])
+    assert os.listdir(tmp_path) == []
+
+
+def test_onnx_int8_below_min_agreement_writes_nothing(tmp_path):
+    model, sample = _separable_classifier()
+    export(model, tmp_path, formats="onnx", sample=sample)
+    before = (tmp_path / "model.onnx").read_bytes()
+    # One outlier row stretches the int8 input range: the other rows round to
+    # zero and all get the same class.
+    outlier = sample.copy()
+    outlier[0] *= 1000.0
+    with pytest.raises(ExportVerificationError) as info:
+        export(model, tmp_path, formats=("onnx", "onnx_int8"), sample=outlier)
+    assert info.value.format == "onnx_int8"
+    assert "below min_agreement=0.9" in str(info.value)
+    assert "Nothing was written" in str(info.value)
+    # All or nothing: neither the int8 file nor the (good) new float file landed.
+    assert os.listdir(tmp_path) == ["model.onnx"]
+    assert (tmp_path / "model.onnx").read_bytes() == before
+
+
+def test_onnx_int8_quantizer_failure_names_the_format(tmp_path, monkeypatch):
+    from onnxruntime import quantization
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(quantization, "quantize_static", broken)
+    model, sample = _separable_classifier()
+    with pytest.raises(ExportError, match="onnx_int8 format.*no kernel.*onnx_int8"):
+        export(model, tmp_path, formats=("keras", "onnx_int8"), sample=sample)
+    assert os.listdir(tmp_path) == []

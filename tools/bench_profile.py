@@ -28,7 +28,7 @@ import math
 import os
 import sys
 
-# Like tools/profile.py: the repository root first (keras_admm without
+# Like tools/profile_models.py: the repository root first (keras_admm without
 # installation), this folder last (common_flags).
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TOOLS = os.path.dirname(os.path.abspath(__file__))

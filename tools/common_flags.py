@@ -18,7 +18,7 @@ ones it needs at import time, next to its own flags. One name, one meaning:
                   value is a list of ints.
     align         round every kept channel count up to a multiple of this (>= 1).
     sparsity      the sparsity type of a uniform plan, e.g. filter:0.5.
-    engines       inference engines to time: tf, onnxruntime, keras.
+    engines       inference engines to time: tf, onnxruntime, keras, litert, openvino.
     threads       intra-op threads, >= 1 (unset: the script's default).
     jit           XLA-compile the tf engine (jit_compile=True).
     warmup        untimed calls or steps before the timing starts (>= 0).
@@ -32,8 +32,9 @@ with one line that names the flag, the value and the fix:
     >= 1, got 0; pass the examples per step, e.g. --batch_size 64.
 
 Scripts in tools/ `import common_flags` (their folder is on sys.path when they
-run); scripts in examples/ append tools/ to sys.path first (appended, not put in
-front: tools/profile.py would hide the standard library's profile module). The
+run); scripts in examples/ append tools/ to sys.path first (appended, after the
+standard library; no script here may take a standard module's name: tools/profile.py
+once hid `profile`, which torch imports, and became profile_models.py). The
 flags count as the calling script's own key flags, so its --help lists them.
 """
 
@@ -197,7 +198,7 @@ def sparsity(default, help="Sparsity type of a uniform plan, e.g. filter:0.5."):
 
 
 # --------------------------------------------------------------------- timing
-def engines(default, help="Engines to time: tf, onnxruntime, keras."):
+def engines(default, help="Engines to time: tf, onnxruntime, keras, litert, openvino."):
     """--engines: the inference engines of keras_admm.profiling."""
     return flags.DEFINE_list("engines", default, help)
 

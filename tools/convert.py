@@ -3,6 +3,10 @@
     python tools/convert.py --model pruned.keras --output_dir exports/small \
         --align 8 --formats keras,saved_model,onnx
 
+    # int8 files (LiteRT and ONNX Runtime), calibrated on a batch of real inputs:
+    python tools/convert.py --model pruned.keras --output_dir exports/int8 \
+        --formats onnx,onnx_int8,tflite_int8 --calibration_data images.npy
+
 Loads the model, removes its pruned channels and filters with
 `keras_admm.compaction.compact`, writes the formats with `keras_admm.export`
 (each file reloaded and checked against the compact model), prints the compaction
@@ -15,6 +19,8 @@ import json
 import logging
 import os
 import sys
+
+import numpy as np
 
 # TensorFlow's C++ INFO lines drown the tables; set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,7 +42,23 @@ _ALIGN = common_flags.align()
 _FORMATS = flags.DEFINE_list(
     "formats",
     list(exporting.FORMATS),
-    "Formats: keras, saved_model, onnx (the default), tflite.",
+    "Formats: keras, saved_model, onnx (the default); on request tflite, and the "
+    "int8 formats tflite_int8 and onnx_int8 (they need --calibration_data).",
+)
+_CALIBRATION_DATA = flags.DEFINE_string(
+    "calibration_data",
+    None,
+    "A .npy file holding a batch of real inputs (e.g. 200 training images, shaped "
+    "like the model input with the batch axis first). It calibrates the int8 "
+    "formats and is the batch every file is verified on.",
+)
+_MIN_AGREEMENT = flags.DEFINE_float(
+    "min_agreement",
+    0.9,
+    "int8 formats: the least share of --calibration_data rows whose top-1 class "
+    "must match the float model's.",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _VERIFY = flags.DEFINE_bool(
     "verify", True, "Reload every file and check its outputs (--noverify skips)."
@@ -55,6 +77,18 @@ def _check_formats(values):
         raise flags.ValidationError(
             f"--formats has unknown or no formats {unknown or values}; choose from "
             f"{','.join(known)}, e.g. --formats keras,onnx."
+        )
+    return True
+
+
+@flags.multi_flags_validator(["formats", "calibration_data"])
+def _check_calibration(values):
+    quantized = [f for f in values["formats"] if f in exporting.QUANTIZED_FORMATS]
+    if quantized and not values["calibration_data"]:
+        raise flags.ValidationError(
+            f"--formats {','.join(quantized)} needs --calibration_data, a .npy file "
+            "with a batch of real model inputs (e.g. 200 training images) to "
+            "calibrate the int8 ranges on; e.g. --calibration_data images.npy."
         )
     return True
 
@@ -102,6 +136,34 @@ def _load_model(path):
         ) from error
 
 
+def _load_calibration_data(path):
+    """The --calibration_data batch, or None when the flag is unset."""
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--calibration_data '{path}' does not exist; save a batch of real "
+            "inputs with numpy.save('images.npy', batch)."
+        )
+    try:
+        batch = np.load(path, allow_pickle=False)
+    except Exception as error:  # numpy raises ValueError / OSError / others.
+        raise ValueError(
+            f"could not read --calibration_data '{path}' as a .npy array "
+            f"({type(error).__name__}: {error}); save the batch with "
+            "numpy.save('images.npy', batch)."
+        ) from error
+    if not isinstance(batch, np.ndarray):  # an .npz archive
+        raise ValueError(
+            f"--calibration_data '{path}' holds several arrays; pass a .npy file "
+            "with one batch, e.g. numpy.save('images.npy', batch)."
+        )
+    # The models take float32; a float64 batch would not feed ONNX Runtime.
+    if batch.dtype.kind == "f" and batch.dtype != np.float32:
+        batch = batch.astype(np.float32)
+    return batch
+
+
 def _json_default(value):
     """numpy scalars and arrays in compaction summaries become plain numbers."""
     if hasattr(value, "tolist"):
@@ -122,6 +184,7 @@ def _write_summaries(output_dir, summary, result):
     data = {
         "model": _MODEL.value,
         "align": _ALIGN.value,
+        "calibration_data": _CALIBRATION_DATA.value,
         "compaction": summary.to_dict(),
         "export": result.to_dict(),
     }
@@ -145,6 +208,7 @@ def main(argv):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         _check_model_file(_MODEL.value)
+        sample = _load_calibration_data(_CALIBRATION_DATA.value)
         compaction = _compaction()  # registers compaction's layers before loading.
         model = _load_model(_MODEL.value)
         small, summary = compaction.compact(
@@ -157,6 +221,8 @@ def main(argv):
             verify=_VERIFY.value,
             rtol=_RTOL.value,
             atol=_ATOL.value,
+            sample=sample,
+            min_agreement=_MIN_AGREEMENT.value,
             reference=model,  # the files must match the model the user gave
         )
     except (

@@ -1,6 +1,6 @@
 """Times a dense model against its compact forms: latency, speedup, efficiency.
 
-    python tools/profile.py --baseline dense.keras \
+    python tools/profile_models.py --baseline dense.keras \
         --models compact.keras,compact_a8.keras \
         --engines tf,onnxruntime --batch_sizes 1,32 --output_dir runs/profile
 

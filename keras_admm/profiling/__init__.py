@@ -1,10 +1,10 @@
 """Profiling: is the compacted model really faster, and how close to its FLOP cut?
 
 `profile_models` times a baseline and smaller forms of it on TensorFlow, ONNX
-Runtime or Keras (any backend), round-robin in one loop; `count_flops` and
-`register_flops` give the static FLOPs; `write_reports` writes JSON, CSV, Markdown
-and plots. Frameworks are imported only when used: profiling .onnx files with ONNX
-Runtime never imports TensorFlow.
+Runtime, Keras (any backend), LiteRT or OpenVINO, round-robin in one loop;
+`count_flops` and `register_flops` give the static FLOPs; `write_reports` writes
+JSON, CSV, Markdown and plots. Frameworks are imported only when used: profiling
+.onnx files with ONNX Runtime never imports TensorFlow.
 
     from keras_admm import profiling
     report = profiling.profile_models("dense.keras", ["small.keras"],

@@ -1,4 +1,5 @@
-"""Inference engines the profiler times: TensorFlow, ONNX Runtime and Keras.
+"""Inference engines the profiler times: TensorFlow, ONNX Runtime, Keras, LiteRT
+and OpenVINO.
 
 An engine turns a model file into a zero-argument runner that performs one
 inference on a fixed batch and blocks until the result is ready. Engines live in a
@@ -6,13 +7,22 @@ registry keyed by name; each imports its framework only when it is created.
 
     engine = create_engine("onnxruntime", store, threads=2)
     run = engine.runner(source, batch_size=32, device="cpu", inputs=x)
+
+Which engine runs which source (others are converted by the `ModelStore`, once):
+
+    engine        .keras          SavedModel      .onnx    .tflite
+    tf            yes             yes             no       no
+    onnxruntime   via ONNX        via ONNX        yes      via ONNX (tf2onnx)
+    keras         yes             no              no       no
+    litert        via .tflite     via .tflite     no       yes
+    openvino      via ONNX        via ONNX        yes      yes (its TFLite reader)
 """
 
 import contextlib
 import importlib.util
 
 from . import environment
-from .sources import KERAS, SAVED_MODEL
+from .sources import KERAS, ONNX, SAVED_MODEL, TFLITE, tflite_interpreter
 
 DEVICES = ("auto", "cpu", "gpu")
 _ENGINES = {}
@@ -92,7 +102,8 @@ def create_engine(name, store, threads=None, jit=False):
     """Creates the engine called `name`.
 
     Args:
-        name: "tf", "onnxruntime" or "keras" (see `engine_names()`).
+        name: "tf", "onnxruntime", "keras", "litert" or "openvino" (see
+            `engine_names()`).
         store: the `ModelStore` shared by all engines of a run.
         threads: intra-op threads (None: the number of usable cores).
         jit: XLA compilation for the tf engine.
@@ -160,6 +171,12 @@ class TensorFlowEngine(Engine):
         if source.kind == SAVED_MODEL:
             _, signature, input_name = self.store.saved_model(source)
             return lambda x: signature(**{input_name: x})
+        if source.kind == TFLITE:
+            raise ValueError(
+                f"engine 'tf' cannot run the .tflite file '{source.path}'; use "
+                "--engines litert (or onnxruntime, openvino), or pass the .keras / "
+                "SavedModel form of the model."
+            )
         raise ValueError(
             f"engine 'tf' cannot run the ONNX file '{source.path}'; use --engines "
             "onnxruntime, or pass the .keras / SavedModel form of the model."
@@ -315,7 +332,8 @@ class KerasEngine(Engine):
         if source.kind != KERAS:
             raise ValueError(
                 f"engine 'keras' needs a .keras file, got '{source.path}' "
-                f"({source.kind}); use --engines tf or onnxruntime for it."
+                f"({source.kind}); use --engines tf, onnxruntime, litert or "
+                "openvino for it."
             )
         model = self.store.keras_model(source)
 
@@ -333,11 +351,230 @@ class KerasEngine(Engine):
         }
 
 
+def _fixed_batch_error(path, batch_dim, batch_size):
+    return ValueError(
+        f"'{path}' has a fixed batch size of {batch_dim}, so it cannot run batch "
+        f"{batch_size}; export it with a dynamic batch dimension (keras.Input "
+        f"without batch_size) or profile batch size {batch_dim} only."
+    )
+
+
+@register_engine
+class LiteRTEngine(Engine):
+    """The LiteRT (TFLite) interpreter on the CPU, XNNPACK delegate, num_threads.
+
+    Runs .tflite files; .keras and SavedModel sources are converted to a float
+    .tflite once (`ModelStore.tflite_file`). Uses ai-edge-litert's `Interpreter`
+    when installed, else TensorFlow's `tf.lite.Interpreter`. Each run sets the
+    input, invokes and copies the outputs out; full-integer files get their float
+    inputs quantized once, beforehand, and return their raw int8 outputs.
+
+    Example:
+        >>> engine = create_engine("litert", ModelStore("/tmp/p"), threads=2)
+        >>> run = engine.runner(open_source("model.tflite"), 8, "cpu", images)
+    """
+
+    name = "litert"
+    package = "ai_edge_litert"
+    install_hint = (
+        "pip install ai-edge-litert, or keras-admm[litert]; with TensorFlow "
+        "installed, tf.lite.Interpreter is used instead"
+    )
+
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
+        self._interpreter = None
+        self._converted = []
+
+    @classmethod
+    def is_installed(cls):
+        """ai-edge-litert, or TensorFlow (whose tf.lite.Interpreter is the fallback)."""
+        return any(
+            importlib.util.find_spec(name) is not None
+            for name in (cls.package, "tensorflow")
+        )
+
+    def detect_gpu(self):
+        return False  # The GPU delegate is not part of the Python packages.
+
+    def resolve_device(self, requested):
+        if requested == "gpu":
+            raise ValueError(
+                "device 'gpu' was requested but engine 'litert' runs on the CPU only "
+                "(its Python package has no GPU delegate); use --device cpu or auto."
+            )
+        return super().resolve_device(requested)
+
+    def runner(self, source, batch_size, device, inputs):
+        import numpy as np
+
+        if source.kind == ONNX:
+            raise ValueError(
+                f"engine 'litert' cannot run the ONNX file '{source.path}' (there is "
+                "no ONNX to LiteRT converter here); use --engines onnxruntime or "
+                "openvino, or pass the .keras, SavedModel or .tflite form."
+            )
+        path = self.store.tflite_file(source)
+        if path != source.path:
+            self._converted.append(source.name)
+        interpreter, self._interpreter = tflite_interpreter(path, self.threads)
+        details = interpreter.get_input_details()
+        if len(details) != 1:
+            raise ValueError(
+                f"'{path}' has {len(details)} inputs; the profiler times "
+                "single-input models only."
+            )
+        detail = details[0]
+        signature = detail.get("shape_signature", detail["shape"])
+        if signature[0] < 0:
+            interpreter.resize_tensor_input(
+                detail["index"], [batch_size, *inputs.shape[1:]], strict=True
+            )
+        elif signature[0] != batch_size:
+            raise _fixed_batch_error(path, int(signature[0]), batch_size)
+        interpreter.allocate_tensors()
+        x = np.asarray(inputs)
+        dtype = np.dtype(detail["dtype"])
+        scale, zero = detail["quantization"]
+        if dtype.kind in "iu" and scale > 0:  # full-integer: quantize it once.
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        x = x.astype(dtype)
+        index = detail["index"]
+        outputs = [d["index"] for d in interpreter.get_output_details()]
+
+        def run():
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            return [interpreter.get_tensor(i) for i in outputs]
+
+        return run
+
+    def settings(self):
+        return {
+            "interpreter": self._interpreter,
+            "num_threads": self.threads,
+            "delegate": "XNNPACK (the interpreter's default CPU delegate)",
+            "converted_to_tflite": list(dict.fromkeys(self._converted)),
+        }
+
+
+def _json_value(value):
+    """An OpenVINO property as JSON: numbers and strings as they are, types by name."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    return str(value)
+
+
+@register_engine
+class OpenVINOEngine(Engine):
+    """An OpenVINO compiled model: CPU plugin (or GPU), f32, latency hint.
+
+    Runs .onnx and .tflite files as they are; .keras and SavedModel sources go
+    through their ONNX export (`ModelStore.onnx_file`). Each model is reshaped to
+    the static batch size, compiled with INFERENCE_NUM_THREADS = threads,
+    INFERENCE_PRECISION_HINT = f32 (no silent bf16 / f16 on CPUs or GPUs that
+    have it, so outputs match the other engines) and PERFORMANCE_HINT = LATENCY,
+    and run with one synchronous infer request.
+
+    Example:
+        >>> engine = create_engine("openvino", ModelStore("/tmp/p"), threads=2)
+        >>> run = engine.runner(open_source("model.onnx"), 8, "cpu", images)
+    """
+
+    name = "openvino"
+    package = "openvino"
+    install_hint = "pip install openvino, or keras-admm[openvino]"
+
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
+        import openvino
+
+        self._ov = openvino
+        self._core = openvino.Core()
+        self._compiled = None
+
+    def detect_gpu(self):
+        return any(d.startswith("GPU") for d in self._core.available_devices)
+
+    def _config(self, device):
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = self.threads
+            supported = self._core.get_property("CPU", "SUPPORTED_PROPERTIES")
+            if "CPU_DENORMALS_OPTIMIZATION" in supported:
+                config["CPU_DENORMALS_OPTIMIZATION"] = True  # flush to zero
+        return config
+
+    def runner(self, source, batch_size, device, inputs):
+        path = source.path if source.kind == TFLITE else self.store.onnx_file(source)
+        try:
+            model = self._core.read_model(path)
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses.
+            raise ValueError(
+                f"OpenVINO could not read '{path}' ({type(error).__name__}: "
+                f"{error}); export the model again, or use --engines onnxruntime."
+            ) from error
+        if len(model.inputs) != 1:
+            raise ValueError(
+                f"'{path}' has {len(model.inputs)} inputs; the profiler times "
+                "single-input models only."
+            )
+        batch_dim = model.inputs[0].get_partial_shape()[0]
+        if batch_dim.is_static and batch_dim.get_length() != batch_size:
+            raise _fixed_batch_error(path, batch_dim.get_length(), batch_size)
+        ov_device = "GPU" if device == "gpu" else "CPU"
+        try:
+            model.reshape([batch_size, *inputs.shape[1:]])  # static shapes: faster
+            compiled = self._core.compile_model(
+                model, ov_device, self._config(ov_device)
+            )
+        except RuntimeError as error:
+            raise ValueError(
+                f"OpenVINO could not compile '{path}' for batch {batch_size} on "
+                f"{ov_device} ({error}); check that the model has a dynamic batch "
+                "dimension, or use --engines onnxruntime."
+            ) from error
+        self._compiled = compiled
+        request = compiled.create_infer_request()
+
+        def run():
+            return request.infer({0: inputs})  # Synchronous: returns the outputs.
+
+        return run
+
+    def settings(self):
+        """The version and the properties the last compiled model reports."""
+        settings = {"version": self._ov.get_version()}
+        properties = (
+            "INFERENCE_NUM_THREADS",
+            "INFERENCE_PRECISION_HINT",
+            "PERFORMANCE_HINT",
+            "NUM_STREAMS",
+            "CPU_DENORMALS_OPTIMIZATION",
+            "EXECUTION_DEVICES",
+        )
+        for name in properties if self._compiled is not None else ():
+            try:
+                value = self._compiled.get_property(name)
+            except RuntimeError:  # not a property of this device's plugin
+                continue
+            settings[name.lower()] = _json_value(value)
+        settings["infer"] = "one synchronous InferRequest, inputs copied"
+        return settings
+
+
 __all__ = [
     "DEVICES",
     "Engine",
     "KerasEngine",
+    "LiteRTEngine",
     "OnnxRuntimeEngine",
+    "OpenVINOEngine",
     "TensorFlowEngine",
     "create_engine",
     "engine_names",

@@ -21,6 +21,8 @@ _LIBRARIES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "tf2onnx",
+    "ai-edge-litert",
+    "openvino",
     "numpy",
 )
 

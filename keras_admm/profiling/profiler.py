@@ -111,9 +111,11 @@ def profile_models(
     """Times a baseline model and other forms of it; returns a JSON-ready report.
 
     Args:
-        baseline: path of the reference model (.keras, SavedModel dir or .onnx).
+        baseline: path of the reference model (.keras, SavedModel dir, .onnx or
+            .tflite).
         models: paths of the models to compare against it.
-        engines: engine names: "tf", "onnxruntime", "keras".
+        engines: engine names: "tf", "onnxruntime", "keras", "litert",
+            "openvino" (see `engines.engine_names()`).
         batch_sizes: positive ints.
         device: "auto" (GPU when the engine sees one), "cpu" or "gpu".
         threads: intra-op threads per engine (None: the usable cores).
@@ -121,7 +123,8 @@ def profile_models(
         protocol: a `timing.TimingProtocol` (None: its defaults).
         names: report labels, one per model with the baseline first (None: the
             file names).
-        workdir: where ONNX exports are written (None: a temporary directory).
+        workdir: where ONNX and .tflite conversions are written (None: a
+            temporary directory).
         notes: free-text lines carried into every report (e.g. how the models
             were made).
         seed: seed of the random input batch.

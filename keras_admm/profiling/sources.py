@@ -1,17 +1,21 @@
 """Model files to profile: format detection, validation, loading and conversion.
 
-Three formats are read: Keras `.keras` archives, SavedModel directories and `.onnx`
-files. `ModelStore` loads each file once, exports it to ONNX on demand (for the
-onnxruntime engine), and computes its static figures. Each framework is imported
-only when a file needs it, so an ONNX-only run never imports TensorFlow.
+Four formats are read: Keras `.keras` archives, SavedModel directories, `.onnx`
+files and LiteRT `.tflite` files. `ModelStore` loads each file once, converts it
+on demand (to ONNX for the onnxruntime and openvino engines, to a float .tflite
+for the litert engine), and computes its static figures. Each framework is
+imported only when a file needs it, so an ONNX-only run never imports TensorFlow.
 """
 
 import dataclasses
+import importlib.util
 import math
 import os
 import zipfile
 
-KERAS, SAVED_MODEL, ONNX = "keras", "savedmodel", "onnx"
+KERAS, SAVED_MODEL, ONNX, TFLITE = "keras", "savedmodel", "onnx", "tflite"
+# Bytes 4-8 of every TFLite flatbuffer: the schema's file identifier.
+_TFLITE_IDENTIFIER = b"TFL3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +24,7 @@ class ModelSource:
 
     Attributes:
         path: the file (or SavedModel directory).
-        kind: "keras", "savedmodel" or "onnx".
+        kind: "keras", "savedmodel", "onnx" or "tflite".
         name: the label used in reports.
     """
 
@@ -31,7 +35,7 @@ class ModelSource:
 
 def _default_name(path):
     base = os.path.basename(os.path.normpath(path))
-    for suffix in (".keras", ".onnx"):
+    for suffix in (".keras", ".onnx", ".tflite"):
         if base.endswith(suffix):
             return base[: -len(suffix)]
     return base
@@ -41,10 +45,11 @@ def open_source(path, name=None):
     """Checks that `path` is a readable model file and tells its format.
 
     This is a cheap check (no framework import): the file exists, a .keras file is
-    a zip archive, a directory holds saved_model.pb, an .onnx file parses.
+    a zip archive, a directory holds saved_model.pb, an .onnx file parses, a
+    .tflite file carries the TFLite flatbuffer identifier.
 
     Args:
-        path: a .keras file, a SavedModel directory or an .onnx file.
+        path: a .keras file, a SavedModel directory, an .onnx or a .tflite file.
         name: the label in reports; the file name without extension by default.
 
     Returns:
@@ -84,6 +89,16 @@ def open_source(path, name=None):
     if path.endswith(".onnx"):
         _check_onnx(path)
         return ModelSource(path, ONNX, name)
+    if path.endswith(".tflite"):
+        with open(path, "rb") as f:
+            header = f.read(8)
+        if header[4:8] != _TFLITE_IDENTIFIER:
+            raise ValueError(
+                f"'{path}' is not a valid .tflite (LiteRT) file (no TFL3 flatbuffer "
+                "identifier; truncated or corrupt?); convert the model again, e.g. "
+                "keras_admm.export(model, dir, formats='tflite')."
+            )
+        return ModelSource(path, TFLITE, name)
     if path.endswith((".h5", ".hdf5")):
         raise ValueError(
             f"'{path}' is a legacy HDF5 model; load it and save it again as "
@@ -91,7 +106,7 @@ def open_source(path, name=None):
         )
     raise ValueError(
         f"'{path}' has an unknown model format; pass a .keras file, a SavedModel "
-        "directory or an .onnx file."
+        "directory, an .onnx or a .tflite file."
     )
 
 
@@ -116,6 +131,36 @@ def _onnx_inputs(path):
     return [i for i in model.graph.input if i.name not in initializers]
 
 
+def tflite_interpreter(path, num_threads=None):
+    """A LiteRT interpreter for `path` and the name of the class that runs it.
+
+    Uses `ai_edge_litert.interpreter.Interpreter` when ai-edge-litert is installed,
+    else TensorFlow's `tf.lite.Interpreter` (deprecated by TensorFlow in its
+    favour).
+
+    Example:
+        >>> interpreter, which = tflite_interpreter("model.tflite", num_threads=2)
+    """
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        which = "ai_edge_litert.interpreter.Interpreter"
+    else:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+        which = "tf.lite.Interpreter"
+    try:
+        interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    except Exception as error:  # the runtime raises ValueError / RuntimeError.
+        raise ValueError(
+            f"could not load '{path}' with {which} ({type(error).__name__}: "
+            f"{error}); convert the model again, e.g. "
+            "keras_admm.export(model, dir, formats='tflite')."
+        ) from error
+    return interpreter, which
+
+
 def _tree_bytes(path):
     """Size in bytes of a file, or of every file under a directory."""
     if os.path.isfile(path):
@@ -136,10 +181,11 @@ def _single_input(inputs, path):
 
 
 class ModelStore:
-    """Loads model files once, converts them to ONNX on demand, reports statics.
+    """Loads model files once, converts them on demand, reports statics.
 
     Args:
-        workdir: where ONNX exports of .keras / SavedModel inputs are written.
+        workdir: where conversions are written: ONNX forms of .keras, SavedModel
+            and .tflite inputs, float .tflite forms of .keras and SavedModel ones.
 
     Example:
         >>> store = ModelStore("/tmp/profile")
@@ -152,6 +198,20 @@ class ModelStore:
         self._keras = {}
         self._saved = {}
         self._onnx = {}
+        self._tflite = {}
+        self._targets = set()
+
+    def _target(self, source, suffix):
+        """A fresh path in workdir for a conversion of `source`: model.keras and
+        model.tflite (or two dirs' model.keras) must not share model.onnx."""
+        os.makedirs(self.workdir, exist_ok=True)
+        base, index = _default_name(source.path), 1
+        name = f"{base}{suffix}"
+        while name in self._targets:
+            index += 1
+            name = f"{base}_{index}{suffix}"
+        self._targets.add(name)
+        return os.path.join(self.workdir, name)
 
     def keras_model(self, source):
         """The loaded `keras.Model` of a .keras source."""
@@ -207,6 +267,11 @@ class ModelStore:
         elif source.kind == SAVED_MODEL:
             _, signature, name = self.saved_model(source)
             shape = tuple(signature.structured_input_signature[1][name].shape[1:])
+        elif source.kind == TFLITE:
+            interpreter, _ = tflite_interpreter(source.path)
+            details = _single_input(interpreter.get_input_details(), source.path)
+            signature = details.get("shape_signature", details["shape"])
+            shape = tuple(None if d < 0 else int(d) for d in signature[1:])
         else:
             graph_input = _single_input(_onnx_inputs(source.path), source.path)
             dims = graph_input.type.tensor_type.shape.dim[1:]
@@ -226,14 +291,77 @@ class ModelStore:
         if source.kind == ONNX:
             return source.path
         if source.path not in self._onnx:
-            os.makedirs(self.workdir, exist_ok=True)
-            target = os.path.join(self.workdir, f"{_default_name(source.path)}.onnx")
+            target = self._target(source, ".onnx")
             if source.kind == KERAS:
                 self._export_keras(source, target)
+            elif source.kind == TFLITE:
+                self._export_tflite(source, target)
             else:
                 self._export_saved_model(source, target)
             self._onnx[source.path] = target
         return self._onnx[source.path]
+
+    def _export_tflite(self, source, target):
+        import tf2onnx
+
+        try:
+            tf2onnx.convert.from_tflite(source.path, output_path=target)
+        except Exception as error:  # tf2onnx raises many types on unknown ops.
+            raise ValueError(
+                f"could not convert '{source.path}' to ONNX with tf2onnx "
+                f"({type(error).__name__}: {error}); pass the .keras or .onnx form "
+                "of the model, or profile the .tflite file with --engines litert."
+            ) from error
+
+    def tflite_file(self, source):
+        """Path of a float .tflite form of the source, converting it on first use.
+
+        .keras models are exported to a SavedModel first (as
+        `keras_admm.export(..., formats="tflite")` does); ONNX files cannot be
+        converted.
+        """
+        if source.kind == TFLITE:
+            return source.path
+        if source.kind == ONNX:
+            raise ValueError(
+                f"'{source.path}' is an ONNX file, which cannot be converted to "
+                "LiteRT; pass its .keras, SavedModel or .tflite form, or profile it "
+                "with --engines onnxruntime or openvino."
+            )
+        if source.path not in self._tflite:
+            target = self._target(source, ".tflite")
+            try:
+                self._convert_to_tflite(source, target)
+            except ValueError:
+                raise
+            except Exception as error:  # the TFLite converter raises many types.
+                raise ValueError(
+                    f"could not convert '{source.path}' to a float .tflite file "
+                    f"({type(error).__name__}: {error}); build its layers from ops "
+                    "the TFLite converter supports, or pass a .tflite file."
+                ) from error
+            self._tflite[source.path] = target
+        return self._tflite[source.path]
+
+    def _convert_to_tflite(self, source, target):
+        import tempfile
+
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(dir=self.workdir) as saved:
+            if source.kind == KERAS:
+                import numpy as np
+
+                model = self.keras_model(source)
+                model(np.zeros((1, *self.input_shape(source)), "float32"))
+                model.export(saved, format="tf_saved_model", verbose=False)
+                saved_path = saved
+            else:
+                saved_path = source.path
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_path)
+            flatbuffer = converter.convert()
+        with open(target, "wb") as f:
+            f.write(flatbuffer)
 
     def _export_keras(self, source, target):
         import numpy as np
@@ -260,8 +388,8 @@ class ModelStore:
         """Static figures: params, FLOPs (per sample), file size, per-layer FLOPs.
 
         Keras models are counted from their layers (the registry in `flops`);
-        SavedModels and ONNX files from their ONNX graph. FLOPs are None, with a
-        "flops_note", when they cannot be counted.
+        SavedModels, ONNX and .tflite files from their ONNX graph. FLOPs are None,
+        with a "flops_note", when they cannot be counted.
         """
         from . import flops as keras_flops
         from . import onnx_flops
@@ -296,12 +424,16 @@ class ModelStore:
             return int(sum(v.shape.num_elements() for v in variables))
         import onnx
 
-        floats = {
+        # Weights: float initializers, and the int8 ones of quantized graphs
+        # (shape constants are int32 / int64).
+        weights_types = {
             onnx.TensorProto.FLOAT,
             onnx.TensorProto.FLOAT16,
             onnx.TensorProto.BFLOAT16,
             onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.INT8,
+            onnx.TensorProto.UINT8,
         }
-        model = onnx.load(source.path, load_external_data=False)
-        weights = [i for i in model.graph.initializer if i.data_type in floats]
+        model = onnx.load(self.onnx_file(source), load_external_data=False)
+        weights = [i for i in model.graph.initializer if i.data_type in weights_types]
         return int(sum(math.prod(i.dims) for i in weights))

@@ -1,6 +1,7 @@
 """Tests of keras_admm.profiling: FLOPs, timing protocol, errors, reports, export."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -489,7 +490,7 @@ def test_onnx_only_profiling_never_imports_tensorflow(model_files):
 
 
 def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
-    script = os.path.join(REPO, "tools", "profile.py")
+    script = os.path.join(REPO, "tools", "profile_models.py")
     common = ["--engines", "onnxruntime", "--min_repeats", "2", "--min_time_s", "0"]
     ok = subprocess.run(
         [
@@ -517,3 +518,242 @@ def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
     )
     assert bad.returncode != 0
     assert "/no/such/model.onnx" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- litert, openvino
+
+needs_litert = pytest.mark.skipif(
+    not engines_lib.LiteRTEngine.is_installed(),
+    reason="neither ai-edge-litert nor tensorflow is installed",
+)
+needs_openvino = pytest.mark.skipif(
+    not engines_lib.OpenVINOEngine.is_installed(),
+    reason="openvino is not installed (pip install openvino)",
+)
+
+
+@pytest.fixture(scope="module")
+def tflite_file(model_files):
+    """A verified float .tflite export of the 'half' model."""
+    from keras_admm.exporting import export
+
+    model = keras.saving.load_model(model_files["half"])
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3), "float32")
+    root = os.path.join(model_files["root"], "half_tflite")
+    return export(model, root, formats="tflite", sample=x)["tflite"].path
+
+
+def _keras_outputs(model_files, name, x):
+    model = keras.saving.load_model(model_files[name])
+    return keras.ops.convert_to_numpy(model(x))
+
+
+@needs_litert
+def test_litert_runs_tflite_and_converted_keras_files_like_keras(
+    model_files, tflite_file, tmp_path
+):
+    store = profiling.ModelStore(str(tmp_path))
+    engine = profiling.create_engine("litert", store, threads=1)
+    x = np.random.default_rng(2).standard_normal((3, 8, 8, 3), "float32")
+    expected = _keras_outputs(model_files, "half", x)
+    keras_source = profiling.open_source(model_files["half"])
+    tflite_source = profiling.open_source(tflite_file, name="half_tflite")
+    assert tflite_source.kind == "tflite"
+    for source in (keras_source, tflite_source):
+        run = engine.runner(source, 3, engine.resolve_device("auto"), x)
+        for _ in range(3):
+            (got,) = run()
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # The .keras model was converted once, and the conversion is reused.
+    converted = store.tflite_file(keras_source)
+    assert converted.endswith(".tflite") and converted != model_files["half"]
+    assert store.tflite_file(keras_source) == converted
+    settings = engine.settings()
+    assert settings["num_threads"] == 1
+    assert settings["converted_to_tflite"] == ["half"]
+    litert_installed = importlib.util.find_spec("ai_edge_litert") is not None
+    assert settings["interpreter"] == (
+        "ai_edge_litert.interpreter.Interpreter"
+        if litert_installed
+        else "tf.lite.Interpreter"
+    )
+
+
+@needs_litert
+def test_litert_falls_back_to_tf_lite_without_ai_edge_litert(
+    model_files, tflite_file, monkeypatch, tmp_path
+):
+    from keras_admm.profiling import sources
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        sources.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ai_edge_litert" else real_find_spec(name),
+    )
+    engine = profiling.create_engine("litert", profiling.ModelStore(str(tmp_path)))
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 3), "float32")
+    (got,) = engine.runner(profiling.open_source(tflite_file), 2, "cpu", x)()
+    np.testing.assert_allclose(
+        got, _keras_outputs(model_files, "half", x), rtol=1e-5, atol=1e-5
+    )
+    assert engine.settings()["interpreter"] == "tf.lite.Interpreter"
+
+
+@needs_litert
+def test_litert_runs_full_integer_files(tmp_path):
+    from keras_admm.exporting import export
+
+    keras.utils.set_random_seed(0)
+    model = _small_cnn(4)
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 3), "float32")
+    path = export(model, tmp_path, formats="tflite_int8", sample=x, min_agreement=0.0)[
+        "tflite_int8"
+    ].path
+    engine = profiling.create_engine("litert", profiling.ModelStore(str(tmp_path)))
+    (got,) = engine.runner(profiling.open_source(path), 4, "cpu", x[:4])()
+    assert got.dtype == np.int8 and got.shape == (4, 5)
+
+
+@needs_litert
+def test_litert_refuses_onnx_files_gpu_and_a_fixed_other_batch(model_files, tmp_path):
+    store = profiling.ModelStore(str(tmp_path))
+    engine = profiling.create_engine("litert", store)
+    x = np.zeros((2, 8, 8, 3), "float32")
+    onnx_source = profiling.open_source(model_files["half_onnx"])
+    with pytest.raises(ValueError, match="litert' cannot run the ONNX file.*openvino"):
+        engine.runner(onnx_source, 2, "cpu", x)
+    with pytest.raises(ValueError, match="CPU only.*--device cpu"):
+        engine.resolve_device("gpu")
+    # A file converted with a fixed batch of 1: it cannot be resized to 2.
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Dense(2)])
+    spec = tf.TensorSpec([1, 8, 8, 3], tf.float32)
+    function = tf.function(lambda t: model(t)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    path = tmp_path / "fixed.tflite"
+    path.write_bytes(converter.convert())
+    with pytest.raises(ValueError, match="fixed batch size of 1.*batch 2"):
+        engine.runner(profiling.open_source(str(path)), 2, "cpu", x)
+    assert engine.runner(profiling.open_source(str(path)), 1, "cpu", x[:1])
+
+
+@needs_openvino
+def test_openvino_runs_onnx_keras_and_tflite_files_like_keras(
+    model_files, tflite_file, tmp_path
+):
+    store = profiling.ModelStore(str(tmp_path))
+    engine = profiling.create_engine("openvino", store, threads=1)
+    x = np.random.default_rng(4).standard_normal((3, 8, 8, 3), "float32")
+    expected = _keras_outputs(model_files, "half", x)
+    for path in (model_files["half_onnx"], model_files["half"], tflite_file):
+        run = engine.runner(profiling.open_source(path), 3, "cpu", x)
+        for _ in range(3):
+            outputs = run()
+            np.testing.assert_allclose(outputs[0], expected, rtol=1e-4, atol=1e-5)
+    settings = engine.settings()
+    assert settings["inference_num_threads"] == 1
+    assert settings["inference_precision_hint"] == "f32"
+    assert settings["performance_hint"] == "LATENCY"
+    assert settings["execution_devices"] == ["CPU"]
+    json.dumps(settings)  # JSON-ready for the reports
+
+
+@needs_openvino
+def test_openvino_refuses_a_fixed_other_batch(model_files, tmp_path):
+    import onnx
+
+    proto = onnx.load(model_files["half_onnx"])
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    batch.Clear()
+    batch.dim_value = 1  # as if exported with a fixed batch size of 1
+    path = str(tmp_path / "fixed.onnx")
+    onnx.save(proto, path)
+    engine = profiling.create_engine("openvino", profiling.ModelStore(str(tmp_path)))
+    x = np.zeros((2, 8, 8, 3), "float32")
+    with pytest.raises(ValueError, match="fixed batch size of 1.*batch 2"):
+        engine.runner(profiling.open_source(path), 2, "cpu", x)
+    assert engine.runner(profiling.open_source(path), 1, "cpu", x[:1])
+
+
+@pytest.mark.parametrize(
+    "engine, missing, hint",
+    [
+        ("openvino", ("openvino",), "pip install openvino"),
+        ("litert", ("ai_edge_litert", "tensorflow"), "pip install ai-edge-litert"),
+    ],
+)
+def test_missing_litert_or_openvino_says_how_to_install(
+    model_files, monkeypatch, engine, missing, hint
+):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        engines_lib.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in missing else real_find_spec(name),
+    )
+    assert not engines_lib._ENGINES[engine].is_installed()
+    with pytest.raises(ImportError, match=f"engine '{engine}' needs.*{hint}"):
+        profiling.profile_models(model_files["dense_onnx"], engines=[engine])
+
+
+def test_tflite_files_are_refused_by_tf_and_keras_engines(tflite_file, tmp_path):
+    store = profiling.ModelStore(str(tmp_path))
+    source = profiling.open_source(tflite_file)
+    x = np.zeros((1, 8, 8, 3), "float32")
+    with pytest.raises(ValueError, match="cannot run the .tflite file.*litert"):
+        profiling.create_engine("tf", store).runner(source, 1, "cpu", x)
+    with pytest.raises(ValueError, match="needs a .keras file.*litert"):
+        profiling.create_engine("keras", store).runner(source, 1, "cpu", x)
+
+
+def test_corrupt_tflite_file_names_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="broken.tflite' is not a valid .tflite.*"):
+        profiling.open_source(str(path))
+
+
+@needs_litert
+@needs_openvino
+def test_litert_and_openvino_in_every_report(model_files, tflite_file, tmp_path):
+    report = profiling.profile_models(
+        model_files["dense"],
+        [tflite_file],
+        names=["dense", "half_tflite"],
+        engines=["litert", "openvino"],
+        batch_sizes=[1, 2],
+        device="cpu",
+        threads=1,
+        protocol=FAST,
+        workdir=str(tmp_path),
+    )
+    dense, half = report["models"]
+    assert half["kind"] == "tflite"
+    # FLOPs of the .tflite file, counted on its ONNX form, equal the Keras count.
+    assert half["flops"] == profiling.count_flops(_small_cnn(8))
+    results = report["results"]
+    assert {(r["engine"], r["batch_size"], r["model"]) for r in results} == {
+        (e, b, m)
+        for e in ("litert", "openvino")
+        for b in (1, 2)
+        for m in ("dense", "half_tflite")
+    }
+    assert all(r["count"] >= FAST.min_repeats and r["median_ms"] > 0 for r in results)
+    assert report["engines"]["litert"]["num_threads"] == 1
+    assert report["engines"]["litert"]["converted_to_tflite"] == ["dense"]
+    assert report["engines"]["openvino"]["inference_num_threads"] == 1
+    assert report["engines"]["openvino"]["device"] == "cpu"
+
+    paths = profiling.write_reports(report, str(tmp_path / "out"), stem="p")
+    with open(paths["json"]) as f:
+        assert json.load(f)["engines"] == report["engines"]
+    with open(paths["markdown"]) as f:
+        markdown = f.read()
+    assert "| half_tflite | tflite |" in markdown
+    assert "| dense | litert | cpu | 1 |" in markdown
+    assert "| half_tflite | openvino | cpu | 2 |" in markdown
+    for kind in ("latency_plot", "speedup_plot"):
+        with open(paths[kind], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"

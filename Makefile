@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,examples,tfmot,jax]"
+	$(PY) -m pip install --quiet -e ".[test,examples,tfmot,jax,litert,openvino]"
 	touch $(STAMP)
 
 demo: venv

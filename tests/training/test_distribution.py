@@ -18,6 +18,9 @@ import sys
 import numpy as np
 import pytest
 
+# The probes pick their own backends: run them once, in the tensorflow pass.
+pytestmark = pytest.mark.tensorflow_only
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -3,14 +3,14 @@
 # never two trainings at once). Every stage checkpoints each epoch; RESUME=1
 # continues an interrupted run. The timings (profile stage) run after all the
 # training, when nothing else uses the machine.
-#   RUNS=runs/cifar10 METHODS="admm one_shot_l1" LEVELS="2 3" docs/cifar10/run_resnet20.sh
+#   RUNS=runs/cifar10 METHODS="admm one_shot_l1 gradual" LEVELS="2 3" docs/cifar10/run_resnet20.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 RUNS=${RUNS:-runs/cifar10}
 DENSE=$RUNS/resnet20_dense/resnet20_dense.keras
 RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
-METHODS=${METHODS:-"admm one_shot_l1"}
+METHODS=${METHODS:-"admm one_shot_l1 gradual"}
 LEVELS=${LEVELS:-"2 3"}
 PRUNE_EPOCHS=${PRUNE_EPOCHS:-6}
 RETRAIN_EPOCHS=${RETRAIN_EPOCHS:-6}

@@ -179,7 +179,9 @@ class ADMMWrapper(OptimizerWrapper):
                 out.append(grad)
                 continue
             penalty = admm.penalty_gradient(state, variable, grad.dtype)
-            out.append(ops.add(grad, penalty / replicas))
+            if replicas != 1:  # the inner optimizer sums the replicas' gradients
+                penalty = penalty / replicas
+            out.append(ops.add(grad, penalty))
         return out
 
     def _before_step(self):

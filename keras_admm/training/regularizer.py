@@ -10,6 +10,13 @@ loop (tf.GradientTape), add `ADMMRegularizer`'s penalty to the loss and call
         rho_i <- min(rho_i * rho_multiplier, rho_max)
 
 Z = Proj(W) and U = 0 when the regularizer is built.
+
+On JAX, compute the penalty inside the differentiated function with the
+trainable variables mapped to the traced values
+(`with keras.StatelessScope(state_mapping=zip(variables, values)): reg(model)`)
+and call `step()` after each update, outside `jax.jit`; on torch, add the
+penalty to the loss before `backward()`. tests/conftest.py's `value_and_grad`
+shows the three backends' patterns.
 """
 
 from __future__ import annotations

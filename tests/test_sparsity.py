@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from conftest import KERNEL_LAYOUTS, STANDARD, assert_feasible, to_numpy
+from conftest import KERNEL_LAYOUTS, STANDARD, assert_feasible, examples, to_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -26,8 +26,8 @@ GROUP_CLASSES = {
     "channel": sparsity.Channel,
     "shape": sparsity.Shape,
 }
-FAST = settings(max_examples=40, deadline=None)
-TINY = settings(max_examples=25, deadline=None)
+FAST = settings(max_examples=examples(40), deadline=None)
+TINY = settings(max_examples=examples(25), deadline=None)
 
 
 def _floats(low, high):
@@ -152,7 +152,7 @@ def test_kept_count_decimal_ratios():
 
 
 @given(n=st.integers(1, 10_000), ratio=_floats(0.0, 0.999999))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_kept_count_properties(n, ratio):
     kept = sparsity.kept_count(n, ratio)
     assert 1 <= kept <= n
@@ -317,7 +317,7 @@ def test_ties_dense_filter_example():
 
 @pytest.mark.parametrize("kind", GROUP_KINDS)
 @given(data=st.data())
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 def test_high_ratio_keeps_one_group(kind, data):
     spec, layout, kernel = data.draw(cases(kind))
     spec = GROUP_CLASSES[kind](0.999)
@@ -579,7 +579,7 @@ def any_spec(draw, ratios=NICE_RATIOS):
 
 
 @given(spec=any_spec())
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 def test_parse_round_trips_str(spec):
     parsed = sparsity.parse(str(spec))
     assert parsed == spec and type(parsed) is type(spec)
@@ -592,7 +592,7 @@ def test_parse_round_trips_str(spec):
 # a plan's JSON round trip changed kept counts (Filter(0.4999999) keeps 6 of 10
 # filters, Filter(0.5) keeps 5).
 @given(spec=any_spec(ratios=_floats(0.0, 0.999)))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 def test_parse_round_trips_str_at_full_precision(spec):
     assert sparsity.parse(str(spec)) == spec
 

@@ -78,6 +78,21 @@ def compile_with(model, optimizer):
     )
 
 
+def compile_admm(model, plan, projection=None):
+    """Compile with the probes' ADMM: SGD 0.05 + momentum, rho 0.05, Z/U every
+    2 steps, the group projection of `plan`."""
+    projection = projection or keras_admm.GroupProjection.from_plan(model, plan)
+    optimizer = keras_admm.ADMMWrapper(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        plan,
+        rho=0.05,
+        admm_steps=2,
+        projection=projection,
+    )
+    compile_with(model, optimizer)
+    return optimizer
+
+
 def admm_state(optimizer, prefix):
     out = {}
     for state in optimizer.admm_state():
@@ -111,14 +126,7 @@ def main(out_path):
     values = {t.weight_path: kernel_of(model, t) for t in plan.targets}
     for path, z in projection.project(values, plan.targets).items():
         results[f"group_project/{path}"] = keras.ops.convert_to_numpy(z)
-    optimizer = keras_admm.ADMMWrapper(
-        keras.optimizers.SGD(0.05, momentum=0.9),
-        plan,
-        rho=0.05,
-        admm_steps=2,
-        projection=projection,
-    )
-    compile_with(model, optimizer)
+    compile_admm(model, plan, projection)
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     results.update(admm_state(model.optimizer, "admm"))
     with tempfile.TemporaryDirectory() as tmp:

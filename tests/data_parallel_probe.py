@@ -33,16 +33,7 @@ def run(distribution):
     x, y = backend_probe.data()
     model = backend_probe.build_model()
     plan = keras_admm.PruningPlan.uniform(model, "filter:0.5")
-    backend_probe.compile_with(
-        model,
-        keras_admm.ADMMWrapper(
-            keras.optimizers.SGD(0.05, momentum=0.9),
-            plan,
-            rho=0.05,
-            admm_steps=2,
-            projection=keras_admm.GroupProjection.from_plan(model, plan),
-        ),
-    )
+    backend_probe.compile_admm(model, plan)
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     out = backend_probe.admm_state(model.optimizer, "admm")
     replicas_agree = all(

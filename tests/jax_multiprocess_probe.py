@@ -63,16 +63,7 @@ def main(out_dir, port=None, process_id=None):
         batch = GLOBAL_BATCH
     model = backend_probe.build_model()
     plan = keras_admm.PruningPlan.uniform(model, "filter:0.5")
-    backend_probe.compile_with(
-        model,
-        keras_admm.ADMMWrapper(
-            keras.optimizers.SGD(0.05, momentum=0.9),
-            plan,
-            rho=0.05,
-            admm_steps=2,
-            projection=keras_admm.GroupProjection.from_plan(model, plan),
-        ),
-    )
+    backend_probe.compile_admm(model, plan)
     model.fit(x, y, batch_size=batch, epochs=2, shuffle=False, verbose=0)
     state = {}
     for entry in model.optimizer.admm_state():

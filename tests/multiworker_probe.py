@@ -94,14 +94,7 @@ def main(out_dir, mode):
     with strategy.scope():
         model = backend_probe.build_model()
         plan = keras_admm.PruningPlan.uniform(model, "filter:0.5")
-        optimizer = keras_admm.ADMMWrapper(
-            keras.optimizers.SGD(0.05, momentum=0.9),
-            plan,
-            rho=0.05,
-            admm_steps=2,
-            projection=keras_admm.GroupProjection.from_plan(model, plan),
-        )
-        backend_probe.compile_with(model, optimizer)
+        backend_probe.compile_admm(model, plan)
     local_batches = train(model, strategy, epochs=2)
     state = backend_probe.admm_state(model.optimizer, "admm")
     state["replicas"] = np.array(strategy.num_replicas_in_sync)

@@ -270,7 +270,19 @@ ARCHITECTURES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+# The larger graphs: the same graph code on every backend, and
+# the slowest tests of the jax pass (eager ops compile each shape): run there
+# only on tensorflow.
+_LARGE = {"mobilenet_v2", "inception", "densenet", "resnet20", "vgg16_bn"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.tensorflow_only) if n in _LARGE else n
+        for n in sorted(ARCHITECTURES)
+    ],
+)
 def test_compact_matches_and_shrinks(name):
     build, spec, uniform = ARCHITECTURES[name]
     model = build()

@@ -141,6 +141,7 @@ def test_channels_first_and_cross_channel_activations_are_barriers():
     assert "channels_first" in reasons["pool_cf"]
 
 
+@pytest.mark.tensorflow_only  # backend-independent; slow on jax's eager ops
 def test_mobilenet_v2_has_no_barriers():
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10

@@ -39,6 +39,12 @@ def _finish(process, name, timeout=600):
     assert process.returncode == 0, f"{name} failed:\n{output[-4000:]}"
 
 
+def _assert_close(got, expected, key):
+    """Equal to float32 rounding: within 1e-5 of the expected array's scale."""
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale, err_msg=key)
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -60,11 +66,7 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
     singles = [k for k in r if k.startswith("single/")]
     assert any("/z" in k for k in singles) and any("masked/" in k for k in singles)
     for key in singles:
-        expected, got = r[key], r[key.replace("single/", "parallel/", 1)]
-        scale = max(float(np.max(np.abs(expected))), 1e-6)
-        np.testing.assert_allclose(
-            got, expected, rtol=0, atol=1e-5 * scale, err_msg=key
-        )
+        _assert_close(r[key.replace("single/", "parallel/", 1)], r[key], key)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
@@ -85,10 +87,7 @@ def test_jax_two_processes_match_one_process(tmp_path):
     assert any(k.endswith("/z") for k in keys)
     for key in keys:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
-        scale = max(float(np.max(np.abs(single[key]))), 1e-6)
-        np.testing.assert_allclose(
-            first[key], single[key], rtol=0, atol=1e-5 * scale, err_msg=key
-        )
+        _assert_close(first[key], single[key], key)
 
 
 def test_multi_worker_mirrored_two_processes_and_resume_from_the_chief(tmp_path):
@@ -121,17 +120,11 @@ def test_multi_worker_mirrored_two_processes_and_resume_from_the_chief(tmp_path)
     assert any(k.endswith("/z") for k in admm_keys)
     for key in admm_keys:
         np.testing.assert_array_equal(chief[key], other[key], err_msg=key)
-        scale = max(float(np.max(np.abs(single[key]))), 1e-6)
-        np.testing.assert_allclose(
-            chief[key], single[key], rtol=0, atol=1e-5 * scale, err_msg=key
-        )
+        _assert_close(chief[key], single[key], key)
         # The chief's file holds its ADMM state exactly ...
         loaded = key.replace("admm/", "loaded/", 1)
         np.testing.assert_array_equal(resumed[loaded], chief[key], err_msg=loaded)
     # ... and training resumes from it: one more epoch lands where the
     # uninterrupted run does (no restart of Z from Proj(W)).
     for key in (k for k in single if k.startswith("after/")):
-        scale = max(float(np.max(np.abs(single[key]))), 1e-6)
-        np.testing.assert_allclose(
-            resumed[key], single[key], rtol=0, atol=1e-5 * scale, err_msg=key
-        )
+        _assert_close(resumed[key], single[key], key)

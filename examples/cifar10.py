@@ -100,6 +100,27 @@ _SPARSITY = common_flags.sparsity(
 _FLOPS_REDUCTION = flags.DEFINE_float(
     "flops_reduction", 2.0, "Target: dense MACs / pruned MACs (e.g. 2 or 3)."
 )
+_TARGET_SPEEDUP = flags.DEFINE_float(
+    "target_speedup",
+    None,
+    "Instead of --flops_reduction: a measured speedup to reach on --target_engine "
+    "at --target_batch_size (e.g. 1.5); per-group filter counts are chosen from "
+    "latency tables and validation-loss sensitivity (PruningPlan.for_target).",
+)
+_TARGET_LATENCY_MS = flags.DEFINE_float(
+    "target_latency_ms", None, "Instead of --flops_reduction: a latency target (ms)."
+)
+_TARGET_ENGINE = flags.DEFINE_string(
+    "target_engine", "onnxruntime", "Engine of the speed target."
+)
+_TARGET_BATCH_SIZE = flags.DEFINE_integer(
+    "target_batch_size", 32, "Batch size of the speed target."
+)
+_TARGET_GRANULARITY = flags.DEFINE_integer(
+    "target_granularity",
+    8,
+    "Kept counts of a group of C channels are multiples of C // granularity.",
+)
 _PRUNE_EPOCHS = flags.DEFINE_integer("prune_epochs", 9, "Epochs of the prune stage.")
 _RETRAIN_EPOCHS = flags.DEFINE_integer("retrain_epochs", 6, "Masked epochs after.")
 _PRUNE_LEARNING_RATE = flags.DEFINE_float(
@@ -137,6 +158,30 @@ flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs >= 
 flags.register_validator("rho_multiplier", lambda v: v >= 1, "--rho_multiplier >= 1")
 flags.register_validator(
     "flops_reduction", lambda v: v > 1, "--flops_reduction must be > 1 (e.g. 2)"
+)
+flags.register_validator(
+    "target_speedup",
+    lambda v: v is None or v > 1,
+    "--target_speedup must be > 1 (e.g. 1.5)",
+)
+flags.register_validator(
+    "target_latency_ms",
+    lambda v: v is None or v > 0,
+    "--target_latency_ms must be > 0",
+)
+flags.register_validator(
+    "target_granularity", lambda v: v >= 1, "--target_granularity must be >= 1"
+)
+
+
+def _one_target(values):
+    return values["target_speedup"] is None or values["target_latency_ms"] is None
+
+
+flags.register_multi_flags_validator(
+    ["target_speedup", "target_latency_ms"],
+    _one_target,
+    "Give --target_speedup or --target_latency_ms, not both.",
 )
 flags.register_validator(
     "stages",
@@ -412,6 +457,40 @@ def plan_for_macs(model, kind, level):
     return plan_at(round(high, 4)).resolve(model)
 
 
+def targeted():
+    return _TARGET_SPEEDUP.value is not None or _TARGET_LATENCY_MS.value is not None
+
+
+def plan_for_speed(run, model):
+    """The plan of --target_speedup / --target_latency_ms (filter groups).
+
+    Sensitivity is measured on 1,024 validation images (never the test set);
+    the latency tables are cached in ~/.cache/keras_admm/latency.
+    """
+    import keras_admm
+
+    if _SPARSITY.value != "filter":
+        raise ValueError(
+            f"--target_speedup / --target_latency_ms plan filter groups; got "
+            f"--sparsity={_SPARSITY.value}. Use --sparsity=filter."
+        )
+    d = run.data
+    start = time.time()
+    plan = keras_admm.PruningPlan.for_target(
+        model,
+        speedup=_TARGET_SPEEDUP.value,
+        latency_ms=_TARGET_LATENCY_MS.value,
+        engine=_TARGET_ENGINE.value,
+        batch_size=_TARGET_BATCH_SIZE.value,
+        data=(d.x_val[:1024].astype("float32"), d.y_val[:1024]),
+        granularity=2 if run.smoke else _TARGET_GRANULARITY.value,
+    )
+    print(plan.summary(), flush=True)
+    run.report["target"] = {**plan.prediction, "seconds": round(time.time() - start, 1)}
+    run.save_report()
+    return plan
+
+
 # ------------------------------------------------------------------- prune
 def stage_prune(run, model):
     import keras
@@ -420,7 +499,11 @@ def stage_prune(run, model):
     from keras_admm.pruning import gradual, one_shot
 
     level = _FLOPS_REDUCTION.value
-    plan = plan_for_macs(model, _SPARSITY.value, level)
+    if targeted():
+        plan = plan_for_speed(run, model)
+        level = None
+    else:
+        plan = plan_for_macs(model, _SPARSITY.value, level)
     plan.to_json(run.path("plan.json"))
     epochs = run.epochs(_PRUNE_EPOCHS.value)
     lr = _PRUNE_LEARNING_RATE.value
@@ -557,7 +640,13 @@ def stage_retrain(run, model, plan):
 
 # ---------------------------------------------------------- compact, export
 def run_name():
-    return f"{_MODEL.value}_{_METHOD.value}_{_FLOPS_REDUCTION.value:g}x"
+    if _TARGET_SPEEDUP.value is not None:
+        level = f"speed{_TARGET_SPEEDUP.value:g}x"
+    elif _TARGET_LATENCY_MS.value is not None:
+        level = f"{_TARGET_LATENCY_MS.value:g}ms"
+    else:
+        level = f"{_FLOPS_REDUCTION.value:g}x"
+    return f"{_MODEL.value}_{_METHOD.value}_{level}"
 
 
 def stage_compact(run, model):
@@ -661,6 +750,18 @@ def stage_profile(run, dense_path, small_path):
         for r in report["results"]
         if r["model"] == run_name()
     ]
+    target = run.report.get("target")
+    if target:  # the plan's prediction against this measurement
+        for r in run.report["profile"]:
+            if (r["engine"], r["batch_size"]) == (
+                target["engine"],
+                target["batch_size"],
+            ):
+                target["measured_ms"] = r["median_ms"]
+                target["measured_speedup"] = r["speedup"]
+                target["relative_error"] = (
+                    target["predicted_ms"] - r["median_ms"]
+                ) / r["median_ms"]
     run.save_report()
 
 
@@ -696,6 +797,20 @@ def markdown(report):
         lines.append(f"| {name} | {' | '.join(cells)} | {flops or '-'} |")
     if "compact" in report:
         lines += ["", f"MAC reduction: {report['compact']['mac_reduction']:.2f}x"]
+    target = report.get("target")
+    if target:
+        lines += [
+            "",
+            f"Speed target: {target['target_ms']:.3f} ms on {target['engine']} at "
+            f"batch {target['batch_size']}; predicted {target['predicted_ms']:.3f} "
+            f"ms ({target['predicted_speedup']:.2f}x)"
+            + (
+                f"; measured {target['measured_ms']:.3f} ms (error "
+                f"{100 * target['relative_error']:+.1f}%)"
+                if "measured_ms" in target
+                else ""
+            ),
+        ]
     if "profile" in report:
         lines += ["", "| engine | batch | compact ms | speedup |", "|---|---|---|---|"]
         for r in report["profile"]:

@@ -30,6 +30,9 @@ _EXPORTS = {
     "PruningPlan": "keras_admm.plan",
     "LevelPlan": "keras_admm.pruning.flops_target",
     "plan_for_flops_reduction": "keras_admm.pruning.flops_target",
+    "TargetPlan": "keras_admm.targeting",
+    "check_prediction": "keras_admm.targeting",
+    "plan_for_target": "keras_admm.targeting",
     # training with ADMM, masked retraining
     "ADMMLogger": "keras_admm.training",
     "ADMMRegularizer": "keras_admm.training",
@@ -72,6 +75,7 @@ _SUBMODULES = (
     "registry",
     "schedules",
     "sparsity",
+    "targeting",
     "training",
 )
 

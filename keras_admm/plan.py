@@ -238,6 +238,27 @@ class PruningPlan:
             )
         return cls([(layer.name, spec) for layer in chosen]).resolve(model)
 
+    @classmethod
+    def for_target(cls, model, speedup=None, latency_ms=None, **options):
+        """Per-group filter counts chosen for a speed target on an engine.
+
+        Measures per-layer latency on `engine` (cached) and per-group
+        sensitivity on `data`, and returns the `TargetPlan` whose predicted
+        latency meets the target at the least predicted loss; see
+        `keras_admm.targeting.plan_for_target` for every option.
+
+        Example:
+
+            plan = PruningPlan.for_target(model, speedup=1.5,
+                                          engine="onnxruntime", batch_size=32,
+                                          data=(x_val, y_val))
+            plan.predicted_latency_ms
+        """
+        # Imported here: targeting stands on profiling, above the plan.
+        from keras_admm.targeting import plan_for_target
+
+        return plan_for_target(model, speedup=speedup, latency_ms=latency_ms, **options)
+
     def add(self, key, sparsity) -> PruningPlan:
         """Append a rule (it loses to earlier rules). Returns self."""
         self.rules.append((*_rule_key(key), _optional_sparsity(sparsity)))

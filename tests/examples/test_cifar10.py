@@ -53,3 +53,43 @@ def test_cifar10_smoke_runs_every_stage(tmp_path):
     x = np.full((1, 32, 32, 3), 255.0, "float32")
     assert np.isfinite(np.asarray(small(x))).all()
     assert (tmp_path / "report.md").read_text().startswith("# CIFAR-10 run")
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(DATA, "test.npz")),
+    reason="CIFAR-10 npz shards not found next to the repository (../shared/data)",
+)
+def test_cifar10_smoke_plans_for_a_speed_target(tmp_path):
+    cache = tmp_path / "cache"
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "examples", "cifar10.py"),
+        "--smoke",
+        f"--data_dir={DATA}",
+        f"--output_dir={tmp_path}",
+        "--stages=pretrain,prune,compact,profile",
+        "--method=one_shot_l1",
+        "--prune_epochs=0",
+        "--target_speedup=1.2",
+        "--engines=onnxruntime",
+        "--batch_sizes=32",
+    ]
+    env = {**os.environ, "KERAS_ADMM_CACHE": str(cache)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "report.json") as f:
+        report = json.load(f)
+    target = report["target"]
+    assert (target["engine"], target["batch_size"]) == ("onnxruntime", 32)
+    assert target["predicted_ms"] <= target["target_ms"] + 1e-9
+    assert target["sensitivity"]["measure"] == "loss"
+    # The profile stage measured the compact model against the prediction.
+    assert target["measured_ms"] > 0 and "relative_error" in target
+    widths = report["compact"]["widths"]
+    for group in target["groups"]:
+        for name in group["producers"]:
+            assert widths[name] == group["kept"], name
+    assert len(os.listdir(cache / "latency")) == 1  # the table was cached
+    assert "Speed target" in (tmp_path / "report.md").read_text()

@@ -100,6 +100,12 @@ _SPARSITY = common_flags.sparsity(
 _FLOPS_REDUCTION = flags.DEFINE_float(
     "flops_reduction", 2.0, "Target: dense MACs / pruned MACs (e.g. 2 or 3)."
 )
+_PLAN = flags.DEFINE_string(
+    "plan",
+    None,
+    "A plan JSON file (PruningPlan.to_json, e.g. a TargetPlan) to prune to, "
+    "instead of one made from --flops_reduction or a speed target.",
+)
 _TARGET_SPEEDUP = flags.DEFINE_float(
     "target_speedup",
     None,
@@ -491,6 +497,21 @@ def plan_for_speed(run, model):
     return plan
 
 
+def load_plan(run, model, path):
+    """The plan of --plan, resolved against the model; a TargetPlan's
+    prediction goes into the report (the profile stage measures it)."""
+    import keras_admm
+
+    with open(path) as f:
+        data = json.load(f)
+    if "prediction" in data:
+        plan = keras_admm.TargetPlan.from_dict(data)
+        run.report["target"] = dict(plan.prediction)
+    else:
+        plan = keras_admm.PruningPlan.from_dict(data)
+    return plan.resolve(model)
+
+
 # ------------------------------------------------------------------- prune
 def stage_prune(run, model):
     import keras
@@ -499,7 +520,10 @@ def stage_prune(run, model):
     from keras_admm.pruning import gradual, one_shot
 
     level = _FLOPS_REDUCTION.value
-    if targeted():
+    if _PLAN.value:
+        plan = load_plan(run, model, _PLAN.value)
+        level = None
+    elif targeted():
         plan = plan_for_speed(run, model)
         level = None
     else:
@@ -640,7 +664,9 @@ def stage_retrain(run, model, plan):
 
 # ---------------------------------------------------------- compact, export
 def run_name():
-    if _TARGET_SPEEDUP.value is not None:
+    if _PLAN.value:
+        level = os.path.splitext(os.path.basename(_PLAN.value))[0]  # speed1.5x
+    elif _TARGET_SPEEDUP.value is not None:
         level = f"speed{_TARGET_SPEEDUP.value:g}x"
     elif _TARGET_LATENCY_MS.value is not None:
         level = f"{_TARGET_LATENCY_MS.value:g}ms"

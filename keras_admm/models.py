@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-__all__ = ["lenet5", "resnet_cifar", "vgg_cifar"]
+__all__ = ["alexnet", "lenet5", "resnet_cifar", "vgg_cifar"]
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10, name="lenet5"):
@@ -144,4 +144,32 @@ def vgg_cifar(
         x = layers.ReLU(name=f"relu{conv}")(x)
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, name="fc")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def alexnet(input_shape=(224, 224, 3), num_classes=1000, name="alexnet"):
+    """AlexNet for ImageNet in the torchvision layout (single tower, no LRN).
+
+    Convs 64 (11x11 / 4) - 192 (5x5) - 384 - 256 - 256 (3x3), ReLU, three 3x3 / 2
+    max-pools, two 4096-unit Dense layers, logits. Layer names: conv1..conv5,
+    pool1..pool3, flatten, fc1, fc2, fc3; `pool3`'s output ends the conv trunk.
+
+    >>> alexnet().count_params()
+    61100840
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.ZeroPadding2D(2, name="pad1")(inputs)
+    x = layers.Conv2D(64, 11, strides=4, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    x = layers.Conv2D(192, 5, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+    for i, channels in zip((3, 4, 5), (384, 256, 256)):
+        x = layers.Conv2D(
+            channels, 3, padding="same", activation="relu", name=f"conv{i}"
+        )(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(4096, activation="relu", name="fc1")(x)
+    x = layers.Dense(4096, activation="relu", name="fc2")(x)
+    outputs = layers.Dense(num_classes, name="fc3")(x)
     return keras.Model(inputs, outputs, name=name)

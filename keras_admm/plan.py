@@ -46,9 +46,21 @@ __all__ = [
     "find_variable",
     "planned_kernels",
     "prunable_layers",
+    "register_target_planner",
 ]
 
 _GLOB_CHARS = set("*?[")
+_TARGET_PLANNER = None  # keras_admm.targeting.plan_for_target, once imported
+
+
+def register_target_planner(planner) -> None:
+    """Makes `planner` the function behind `PruningPlan.for_target`.
+
+    keras_admm.targeting calls this on import, so that the plan (below it in
+    the package) imports nothing of profiling or pruning.
+    """
+    global _TARGET_PLANNER
+    _TARGET_PLANNER = planner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,10 +266,15 @@ class PruningPlan:
                                           data=(x_val, y_val))
             plan.predicted_latency_ms
         """
-        # Imported here: targeting stands on profiling, above the plan.
-        from keras_admm.targeting import plan_for_target
-
-        return plan_for_target(model, speedup=speedup, latency_ms=latency_ms, **options)
+        # keras_admm.targeting (above the plan: it times models) registers
+        # itself on import; `import keras_admm` imports it.
+        if _TARGET_PLANNER is None:
+            raise ImportError(
+                "PruningPlan.for_target needs keras_admm.targeting, which is not "
+                "imported (KERAS_ADMM_LAZY=1?). Run `import keras_admm.targeting` "
+                "first, or call keras_admm.targeting.plan_for_target directly."
+            )
+        return _TARGET_PLANNER(model, speedup=speedup, latency_ms=latency_ms, **options)
 
     def add(self, key, sparsity) -> PruningPlan:
         """Append a rule (it loses to earlier rules). Returns self."""

@@ -12,6 +12,7 @@ kept count of every channel group; `check_prediction` times the result.
     check_prediction(model, plan)
 """
 
+from keras_admm.plan import register_target_planner
 from keras_admm.targeting.latency_model import LatencyModel
 from keras_admm.targeting.latency_table import LatencyTable, default_cache_dir
 from keras_admm.targeting.sensitivity import Sensitivity, group_sensitivity
@@ -23,6 +24,8 @@ from keras_admm.targeting.target_plan import (
     compact_for_counts,
     plan_for_target,
 )
+
+register_target_planner(plan_for_target)  # behind PruningPlan.for_target
 
 __all__ = [
     "LatencyModel",

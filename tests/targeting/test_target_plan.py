@@ -304,3 +304,21 @@ def test_latency_table_times_layers_once_and_reuses_its_file(tmp_path):
     (tmp_path / files[0]).write_text("{not json")
     broken = LatencyTable("onnxruntime", batch_size=1, cache_dir=str(tmp_path))
     assert broken.entries == {}
+
+
+def test_for_target_without_the_targeting_package_says_how_to_load_it():
+    import subprocess
+    import sys
+
+    code = (
+        "from keras_admm.plan import PruningPlan\n"
+        "try:\n"
+        "    PruningPlan.for_target(None, speedup=2.0)\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "KERAS_ADMM_LAZY": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert "import keras_admm.targeting" in result.stdout, result.stderr[-2000:]

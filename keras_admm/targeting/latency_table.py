@@ -2,11 +2,17 @@
 
 A pruned conv layer runs with fewer input channels (its producers lost filters)
 and fewer output channels (it lost filters). `LatencyTable.latency_ms(layer,
-cin, cout)` times that layer alone, rebuilt from its config at those counts,
-on one profiler engine and batch size, and remembers the answer in a JSON file
-keyed by engine, batch size, threads and machine, so that the next plan on
-this machine reuses it. Conv layers (groups=1, channels last) and Dense
-layers are modelled; `supports(layer)` says which.
+cin, cout)` times that layer alone at those counts, on one profiler engine and
+batch size, and remembers the answer in a JSON file keyed by engine, batch
+size, threads and machine, so that the next plan on this machine reuses it.
+Conv layers (groups=1, channels last) and Dense layers are modelled;
+`supports(layer)` says which.
+
+The layer alone is built as the engine runs it inside a whole model: for the
+ONNX engines (onnxruntime, openvino) an ONNX Conv / Gemm in NCHW, as the
+converted model has it (a Keras layer converted alone would carry layout
+transposes at its input and output that the whole model does not run, and
+would dominate small layers); for the others the Keras layer from its config.
 
 Example:
 
@@ -32,6 +38,8 @@ __all__ = ["LatencyTable", "default_cache_dir"]
 _LOG = logging.getLogger(__name__)
 _CONV_CLASSES = ("Conv1D", "Conv2D", "Conv3D")
 _DROPPED_CONFIG = ("name", "filters", "units", "trainable", "dtype")
+_TABLE_FORMAT = 2  # bump when the way layers are timed changes: new cache files
+_ONNX_ENGINES = ("onnxruntime", "openvino")
 _ENGINE_LIBRARIES = {
     "tf": ("tensorflow", "tensorflow-cpu", "keras"),
     "keras": ("keras", "jax", "jaxlib", "torch", "tensorflow"),
@@ -128,6 +136,7 @@ class LatencyTable:
         libraries = environment.library_versions()
         wanted = _ENGINE_LIBRARIES.get(self.engine_name, ())
         facts = {
+            "format": _TABLE_FORMAT,
             "cpu": environment.cpu_model(),
             "usable_cores": environment.usable_cores(),
             "threads": self.threads,
@@ -193,17 +202,29 @@ class LatencyTable:
         digest = hashlib.sha1(text.encode()).hexdigest()[:16]
         return f"{type(layer).__name__}:{digest}:{int(cin)}:{int(cout)}"
 
-    def _unit_model(self, layer, cin, cout):
+    def _write_unit(self, layer, cin, cout):
+        """Writes the layer alone at (cin, cout); returns (path, sample shape)."""
+        base = os.path.join(self._workdir, f"unit_{len(self.entries)}")
+        if self.engine_name in _ONNX_ENGINES:
+            unit = _onnx_unit(layer, cin, cout)
+            if unit is not None:
+                import onnx
+
+                model, shape = unit
+                onnx.save(model, base + ".onnx")
+                return base + ".onnx", shape
         import keras
 
         kind, _ = _unit_kind(layer)
         config = dict(layer.get_config())
         config[kind] = int(cout)
         config["name"] = "unit"
-        unit = type(layer).from_config(config)
         spatial = _channels_last_input(layer)
         inputs = keras.Input((*spatial, int(cin)))
-        return keras.Model(inputs, unit(inputs))
+        keras.Model(inputs, type(layer).from_config(config)(inputs)).save(
+            base + ".keras"
+        )
+        return base + ".keras", (*spatial, int(cin))
 
     def latency_ms(self, layer, cin, cout) -> float:
         """The layer's median latency (ms) at these counts, timing it if new."""
@@ -233,11 +254,9 @@ class LatencyTable:
         rng = np.random.default_rng(0)
         bar = keras.utils.Progbar(len(todo), unit_name="layer") if verbose else None
         for i, (key, layer, cin, cout) in enumerate(todo):
-            path = os.path.join(self._workdir, f"unit_{len(self.entries)}.keras")
-            self._unit_model(layer, cin, cout).save(path)
+            path, shape = self._write_unit(layer, cin, cout)
             source = open_source(path)
-            shape = (self.batch_size, *_channels_last_input(layer), cin)
-            inputs = rng.standard_normal(shape).astype("float32")
+            inputs = rng.standard_normal((self.batch_size, *shape)).astype("float32")
             runner = self._engine.runner(source, self.batch_size, device, inputs)
             samples = timing.time_interleaved({"unit": runner}, self.protocol)
             self.entries[key] = timing.percentile(samples["unit"], 50) * 1e3
@@ -275,3 +294,83 @@ class LatencyTable:
         )
         samples = timing.time_interleaved(runners, protocol)
         return {k: timing.percentile(v, 50) * 1e3 for k, v in samples.items()}, samples
+
+
+def _same_pads(sizes, kernel, strides, dilations):
+    """TensorFlow's "same" padding as ONNX begin and end pads."""
+    begins, ends = [], []
+    for size, k, stride, d in zip(sizes, kernel, strides, dilations):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + (k - 1) * d + 1 - size, 0)
+        begins.append(total // 2)
+        ends.append(total - total // 2)
+    return begins + ends
+
+
+def _onnx_unit(layer, cin, cout):
+    """(ONNX model, sample shape) of the layer alone in NCHW, or None if the
+    layer has no such form here (e.g. causal padding, Dense on rank > 2)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    config = layer.get_config()
+    name = type(layer).__name__
+    rng = np.random.default_rng(0)
+    nodes, initializers = [], []
+    if name == "Dense" and len(layer.input.shape) == 2:
+        shape = (int(cin),)
+        weight = rng.standard_normal((int(cin), int(cout))).astype("float32")
+        initializers.append(numpy_helper.from_array(weight, "W"))
+        inputs = ["x", "W"]
+        if config.get("use_bias", True):
+            bias = np.zeros(int(cout), "float32")
+            initializers.append(numpy_helper.from_array(bias, "B"))
+            inputs.append("B")
+        nodes.append(helper.make_node("Gemm", inputs, ["y"]))
+        out_dims = ["batch", int(cout)]
+    elif name in _CONV_CLASSES and config.get("padding") in ("same", "valid"):
+        spatial = [int(d) for d in _channels_last_input(layer)]
+        kernel = [int(k) for k in config["kernel_size"]]
+        strides = [int(v) for v in config["strides"]]
+        dilations = [int(v) for v in config["dilation_rate"]]
+        if config["padding"] == "same":
+            pads = _same_pads(spatial, kernel, strides, dilations)
+        else:
+            pads = [0] * (2 * len(spatial))
+        shape = (int(cin), *spatial)
+        weight = rng.standard_normal((int(cout), int(cin), *kernel)).astype("float32")
+        bias = np.zeros(int(cout), "float32")
+        initializers += [
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(bias, "B"),
+        ]
+        activation = config.get("activation")
+        conv_out = "y" if activation in (None, "linear") else "conv"
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                ["x", "W", "B"],
+                [conv_out],
+                kernel_shape=kernel,
+                strides=strides,
+                dilations=dilations,
+                pads=pads,
+            )
+        )
+        if activation == "relu":
+            nodes.append(helper.make_node("Relu", ["conv"], ["y"]))
+        elif conv_out != "y":
+            return None
+        out_dims = ["batch", int(cout)] + [None] * len(spatial)
+    else:
+        return None
+    graph = helper.make_graph(
+        nodes,
+        "unit",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_dims)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = min(model.ir_version, 8)
+    return model, shape

@@ -322,3 +322,31 @@ def test_for_target_without_the_targeting_package_says_how_to_load_it():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env
     )
     assert "import keras_admm.targeting" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.tensorflow_only
+def test_onnx_units_have_the_layer_shapes_in_nchw():
+    import onnxruntime as ort
+
+    from keras_admm.targeting.latency_table import _onnx_unit
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((15, 15, 6))
+    a = keras.layers.Conv2D(10, 3, strides=2, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(
+        12, 3, padding="valid", dilation_rate=2, activation="relu", name="b"
+    )(a)
+    c = keras.layers.Dense(7, name="c")(keras.layers.Flatten()(b))
+    model = keras.Model(inputs, c)
+    for name, cin, cout in (("a", 4, 8), ("b", 8, 5), ("c", 64, 3)):
+        layer = model.get_layer(name)
+        unit, shape = _onnx_unit(layer, cin, cout)
+        session = ort.InferenceSession(unit.SerializeToString())
+        x = np.random.default_rng(0).standard_normal((2, *shape)).astype("float32")
+        (y,) = session.run(None, {"x": x})
+        spatial = tuple(layer.output.shape[1:-1])
+        assert y.shape == (2, cout, *spatial), name
+    # Keras-only forms (causal padding) have no ONNX unit: the Keras one is timed.
+    causal = keras.layers.Conv1D(4, 3, padding="causal")
+    causal.build((None, 9, 2))
+    assert _onnx_unit(causal, 2, 4) is None

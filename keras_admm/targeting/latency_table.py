@@ -252,7 +252,11 @@ class LatencyTable:
             return 0
         device = self._engine.resolve_device(self.device)
         rng = np.random.default_rng(0)
-        bar = keras.utils.Progbar(len(todo), unit_name="layer") if verbose else None
+        bar = (
+            keras.utils.Progbar(len(todo), unit_name="layer", interval=10.0)
+            if verbose
+            else None
+        )
         for i, (key, layer, cin, cout) in enumerate(todo):
             path, shape = self._write_unit(layer, cin, cout)
             source = open_source(path)

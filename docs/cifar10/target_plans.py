@@ -8,8 +8,9 @@ Run it on an idle machine (it times models). For the trained ResNet-20:
   3. compacts each plan and times it beside the dense model: predicted against
      measured latency.
 For VGG-16 (untrained, shape level: weight-norm sensitivity) it plans for
-2x and 3x and checks the predictions the same way, beside the uniform filter
-plans of the same MAC cut.
+--vgg_speedups on each of --vgg_engines and checks the predictions the same
+way, beside the uniform filter plan of the same MAC cut (speedup / MAC cut:
+the efficiency of docs/PERFORMANCE.md).
 
     .venv/bin/python docs/cifar10/target_plans.py --output_dir docs/cifar10/target
 
@@ -36,6 +37,8 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", os.path.join(os.path.dirname(REPO), "shared", "data", "cifar10"), ""
 )
 _PARTS = flags.DEFINE_list("parts", ["resnet20", "vgg16"], "resnet20, vgg16")
+_VGG_ENGINES = flags.DEFINE_list("vgg_engines", ["onnxruntime", "tf"], "VGG engines.")
+_VGG_SPEEDUPS = flags.DEFINE_list("vgg_speedups", ["4"], "VGG-16 speed targets.")
 
 
 def _dump(obj, path):
@@ -135,40 +138,57 @@ def vgg16(out):
 
     keras.utils.set_random_seed(0)
     dense = models.vgg_cifar()
-    result = {"engine": _ENGINE.value, "batch_size": _BATCH_SIZE.value}
+    result = {"batch_size": _BATCH_SIZE.value}
     work = tempfile.mkdtemp()
-    for speedup in (2.0, 3.0):
-        plan = plan_for_target(
-            dense, speedup=speedup, engine=_ENGINE.value, batch_size=_BATCH_SIZE.value
-        )
-        name = f"vgg16_speed{speedup:g}x"
-        os.makedirs(os.path.join(out, "vgg16"), exist_ok=True)
-        plan.to_json(os.path.join(out, "vgg16", f"speed{speedup:g}x.json"))
-        print(plan.summary(), flush=True)
-        check = check_prediction(dense, plan, workdir=os.path.join(work, name))
-        small = keras.saving.load_model(os.path.join(work, name, "compact.keras"))
-        macs = keras_admm.count_flops(dense) / keras_admm.count_flops(small)
-        # The uniform filter plan of the same MAC cut, timed beside the dense one.
-        uniform_path = os.path.join(work, name, "uniform.keras")
-        uniform_model = uniform_compact(dense, macs)
-        uniform_model.save(uniform_path)
-        table = LatencyTable(_ENGINE.value, _BATCH_SIZE.value, cache_dir="")
-        medians, samples = table.time_models(
-            [os.path.join(work, name, "dense.keras"), uniform_path],
-            ["dense", "uniform"],
-        )
-        result[name] = {
-            "check": check,
-            "mac_reduction": macs,
-            "uniform_same_macs": {
-                "ms": medians["uniform"],
-                "speedup": keras_admm.profiling.paired_speedup(
-                    samples["dense"], samples["uniform"]
-                ),
-            },
-        }
-        print(name, json.dumps(result[name], indent=1), flush=True)
-    _dump(result, os.path.join(out, "vgg16_predictions.json"))
+    os.makedirs(os.path.join(out, "vgg16"), exist_ok=True)
+    for engine in _VGG_ENGINES.value:
+        for speedup in map(float, _VGG_SPEEDUPS.value):
+            name = f"vgg16_{engine}_speed{speedup:g}x"
+            plan = plan_for_target(
+                dense, speedup=speedup, engine=engine, batch_size=_BATCH_SIZE.value
+            )
+            plan.to_json(os.path.join(out, "vgg16", f"{engine}_speed{speedup:g}x.json"))
+            print(plan.summary(), flush=True)
+            folder = os.path.join(work, name)
+            check = check_prediction(dense, plan, workdir=folder)
+            small = keras.saving.load_model(os.path.join(folder, "compact.keras"))
+            flop_cut = keras_admm.count_flops(dense) / keras_admm.count_flops(small)
+            # The uniform filter plan of the same MAC cut, timed beside the dense one.
+            uniform_path = os.path.join(folder, "uniform.keras")
+            uniform = uniform_compact(dense, flop_cut)
+            uniform.save(uniform_path)
+            uniform_cut = keras_admm.count_flops(dense) / keras_admm.count_flops(
+                uniform
+            )
+            table = LatencyTable(engine, _BATCH_SIZE.value, cache_dir="")
+            medians, samples = table.time_models(
+                [os.path.join(folder, "dense.keras"), uniform_path],
+                ["dense", "uniform"],
+            )
+            uniform_speedup = keras_admm.profiling.paired_speedup(
+                samples["dense"], samples["uniform"]
+            )
+            result[name] = {
+                "engine": engine,
+                "target_speedup": speedup,
+                "check": check,
+                "flop_cut": flop_cut,
+                "efficiency": check["measured_speedup"] / flop_cut,
+                "widths": {
+                    layer.name: int(layer.filters)
+                    for layer in small.layers
+                    if hasattr(layer, "filters")
+                },
+                "uniform_same_macs": {
+                    "ms": medians["uniform"],
+                    "flop_cut": uniform_cut,
+                    "speedup": uniform_speedup,
+                    "efficiency": uniform_speedup / uniform_cut,
+                },
+            }
+            print(name, json.dumps(result[name], indent=1), flush=True)
+            engines = "_".join(_VGG_ENGINES.value)
+            _dump(result, os.path.join(out, f"vgg16_{engines}_predictions.json"))
 
 
 def main(argv):

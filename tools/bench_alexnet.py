@@ -29,8 +29,8 @@ _ENGINES = common_flags.engines(["onnxruntime", "tf", "litert", "openvino"])
 _BATCH_SIZES = common_flags.batch_sizes([1, 32], "Timed batch sizes.")
 _MIN_TIME = common_flags.min_time_s(3.0)
 _MIN_REPEATS = common_flags.min_repeats(15)
-_WORK_DIR = flags.DEFINE_string(
-    "work_dir", os.path.join(_REPO, "runs", "alexnet"), "Model files (large)."
+_WORK_DIR = common_flags.work_dir(
+    os.path.join(_REPO, "runs", "alexnet"), "Model files (large, not results)."
 )
 _OUTPUT_DIR = common_flags.output_dir(
     os.path.join(_REPO, "docs", "deployment", "alexnet"), "Reports."

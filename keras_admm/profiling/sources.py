@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import shutil
 import zipfile
 
 KERAS, SAVED_MODEL, ONNX, TFLITE = "keras", "savedmodel", "onnx", "tflite"
@@ -212,6 +213,17 @@ class ModelStore:
             name = f"{base}_{index}{suffix}"
         self._targets.add(name)
         return os.path.join(self.workdir, name)
+
+    def forget(self, source):
+        """Drops the loaded model and conversions of `source` (and their files)."""
+        for cache in (self._keras, self._saved):
+            cache.pop(source.path, None)
+        for cache in (self._onnx, self._tflite):
+            converted = cache.pop(source.path, None)
+            if converted and os.path.isfile(converted):
+                os.remove(converted)
+            elif converted and os.path.isdir(converted):
+                shutil.rmtree(converted, ignore_errors=True)
 
     def keras_model(self, source):
         """The loaded `keras.Model` of a .keras source."""

@@ -265,6 +265,9 @@ class LatencyTable:
             samples = timing.time_interleaved({"unit": runner}, self.protocol)
             self.entries[key] = timing.percentile(samples["unit"], 50) * 1e3
             self.measured += 1
+            del runner
+            self._store.forget(source)
+            os.remove(path)
             if (i + 1) % 16 == 0:
                 self._save()
             if bar is not None:

@@ -757,3 +757,17 @@ def test_litert_and_openvino_in_every_report(model_files, tflite_file, tmp_path)
     for kind in ("latency_plot", "speedup_plot"):
         with open(paths[kind], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.tensorflow_only
+def test_store_forget_drops_the_loaded_model_and_its_conversion(model_files, tmp_path):
+    store = profiling.ModelStore(str(tmp_path / "work"))
+    source = profiling.open_source(model_files["dense"])
+    converted = store.onnx_file(source)
+    first = store.keras_model(source)
+    assert os.path.isfile(converted)
+    store.forget(source)
+    assert not os.path.exists(converted)
+    assert store.keras_model(source) is not first  # loaded again
+    again = store.onnx_file(source)
+    assert os.path.isfile(again) and again != converted

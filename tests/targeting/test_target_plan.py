@@ -286,6 +286,9 @@ def test_latency_table_times_layers_once_and_reuses_its_file(tmp_path):
     table = LatencyTable("onnxruntime", batch_size=1, cache_dir=str(tmp_path))
     assert table.measure([(layer, 16, 8), (layer, 8, 8), (layer, 16, 8)]) == 2
     assert table.latency_ms(layer, 16, 8) > 0
+    # Timed units and their conversions are deleted (VGG-sized units hold MBs).
+    left = [f for _, _, names in os.walk(table._workdir) for f in names]
+    assert left == []
     files = os.listdir(tmp_path)
     assert len(files) == 1 and files[0].startswith("onnxruntime-b1-")
     saved = json.load(open(tmp_path / files[0]))

@@ -130,6 +130,7 @@ class LatencyTable:
         )
         self.entries = self._load()
         self.measured = 0
+        self._signatures = {}
 
     # ------------------------------------------------------------------ cache
     def _machine(self):
@@ -186,6 +187,15 @@ class LatencyTable:
 
     def key(self, layer, cin, cout) -> str:
         """The cache key of `layer` at `cin` input and `cout` output channels."""
+        signature = self._signatures.get(id(layer))
+        if signature is None or signature[0] is not layer:
+            signature = (layer, self._signature(layer))
+            self._signatures[id(layer)] = signature
+        return f"{signature[1]}:{int(cin)}:{int(cout)}"
+
+    @staticmethod
+    def _signature(layer) -> str:
+        """Class and config hash: layers that differ only in name share it."""
         kind, why = _unit_kind(layer)
         if kind is None:
             raise ValueError(
@@ -200,7 +210,7 @@ class LatencyTable:
             [type(layer).__name__, config, list(spatial)], sort_keys=True, default=str
         )
         digest = hashlib.sha1(text.encode()).hexdigest()[:16]
-        return f"{type(layer).__name__}:{digest}:{int(cin)}:{int(cout)}"
+        return f"{type(layer).__name__}:{digest}"
 
     def _write_unit(self, layer, cin, cout):
         """Writes the layer alone at (cin, cout); returns (path, sample shape)."""

@@ -152,39 +152,38 @@ def group_sensitivity(
     """
     import keras
 
-    values = {}
-    if data is None:
+    def norm_share(masks):
+        removed = total = 0.0
+        for variable in model.weights:
+            if variable.path in masks:
+                w = np.square(keras.ops.convert_to_numpy(variable))
+                total += float(w.sum())
+                removed += float((w * (1.0 - masks[variable.path])).sum())
+        return removed / total if total else 0.0
+
+    def table(cost):
+        """{group: {kept: cost(masks of that one-group cut)}}."""
+        values = {}
         for index, counts in candidates.items():
             size = graph.groups[index].size
-            values[index] = {}
-            for kept in counts:
-                if kept >= size:
-                    values[index][kept] = 0.0
-                    continue
-                masks = _cut(model, graph, {index: kept})
-                removed = total = 0.0
-                for variable in model.weights:
-                    if variable.path in masks:
-                        w = np.square(keras.ops.convert_to_numpy(variable))
-                        total += float(w.sum())
-                        removed += float((w * (1.0 - masks[variable.path])).sum())
-                values[index][kept] = removed / total if total else 0.0
-        return Sensitivity(values, "weight_norm", None, 0)
+            values[index] = {
+                kept: 0.0 if kept >= size else cost(_cut(model, graph, {index: kept}))
+                for kept in counts
+            }
+        return values
+
+    if data is None:
+        return Sensitivity(table(norm_share), "weight_norm", None, 0)
 
     evaluate, samples = _evaluator(model, data, loss, batch_size, max_samples)
     original = model.get_weights()
     base = evaluate()
-    try:
-        for index, counts in candidates.items():
-            size = graph.groups[index].size
-            values[index] = {}
-            for kept in counts:
-                if kept >= size:
-                    values[index][kept] = 0.0
-                    continue
-                apply_masks(model, _cut(model, graph, {index: kept}))
-                values[index][kept] = evaluate() - base
-                model.set_weights(original)
-    finally:
-        model.set_weights(original)
-    return Sensitivity(values, "loss", base, samples)
+
+    def loss_increase(masks):
+        apply_masks(model, masks)
+        try:
+            return evaluate() - base
+        finally:
+            model.set_weights(original)
+
+    return Sensitivity(table(loss_increase), "loss", base, samples)

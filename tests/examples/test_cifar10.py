@@ -11,12 +11,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10")
-
-
-@pytest.mark.skipif(
+needs_cifar10 = pytest.mark.skipif(
     not os.path.exists(os.path.join(DATA, "test.npz")),
     reason="CIFAR-10 npz shards not found next to the repository (../shared/data)",
 )
+
+
+@needs_cifar10
 def test_cifar10_smoke_runs_every_stage(tmp_path):
     command = [
         sys.executable,
@@ -55,10 +56,7 @@ def test_cifar10_smoke_runs_every_stage(tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# CIFAR-10 run")
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(DATA, "test.npz")),
-    reason="CIFAR-10 npz shards not found next to the repository (../shared/data)",
-)
+@needs_cifar10
 def test_cifar10_smoke_plans_for_a_speed_target(tmp_path):
     cache = tmp_path / "cache"
     command = [

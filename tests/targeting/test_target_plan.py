@@ -66,6 +66,14 @@ def calibration_data(model, n=64, seed=0):
     return x, y
 
 
+def cuttable_candidates(graph, granularity=4):
+    return {
+        g.index: candidate_counts(g.size, granularity)
+        for g in graph.groups
+        if g.prunable and g.size > 1 and g.producers
+    }
+
+
 class MacTable:
     """A LatencyTable stand-in whose latency of a layer is its MACs / 1e6 ms
     and whose latency of a whole model is its count_flops / 1e6 + 0.05 ms."""
@@ -145,11 +153,7 @@ def test_choose_counts_gives_back_cuts_the_target_does_not_need():
 def test_latency_model_channel_counts_match_the_compact_model():
     model = residual_net()
     graph = DependencyGraph.from_model(model)
-    candidates = {
-        g.index: candidate_counts(g.size, 4)
-        for g in graph.groups
-        if g.prunable and g.size > 1 and g.producers
-    }
+    candidates = cuttable_candidates(graph)
     lm = LatencyModel(model, graph, MacTable(), candidates)
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -169,11 +173,7 @@ def test_latency_model_channel_counts_match_the_compact_model():
 def test_calibration_fits_scale_and_rest_exactly_at_both_points():
     model = residual_net()
     graph = DependencyGraph.from_model(model)
-    candidates = {
-        g.index: candidate_counts(g.size, 4)
-        for g in graph.groups
-        if g.prunable and g.size > 1 and g.producers
-    }
+    candidates = cuttable_candidates(graph)
     lm = LatencyModel(model, graph, MacTable(), candidates)
     half = {g: c[len(c) // 2 - 1] for g, c in candidates.items()}
     dense_ms = 2.0 * lm.layer_ms({}) + 0.3

@@ -17,16 +17,21 @@ needs_cifar10 = pytest.mark.skipif(
 )
 
 
-@needs_cifar10
-def test_cifar10_smoke_runs_every_stage(tmp_path):
-    command = [
+def smoke_command(output_dir, *flags):
+    """examples/cifar10.py --smoke on the shared shards, writing to output_dir."""
+    return [
         sys.executable,
         os.path.join(ROOT, "examples", "cifar10.py"),
         "--smoke",
         f"--data_dir={DATA}",
-        f"--output_dir={tmp_path}",
-        "--flops_reduction=2",
+        f"--output_dir={output_dir}",
+        *flags,
     ]
+
+
+@needs_cifar10
+def test_cifar10_smoke_runs_every_stage(tmp_path):
+    command = smoke_command(tmp_path, "--flops_reduction=2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data: npz shards" in result.stdout
@@ -59,19 +64,15 @@ def test_cifar10_smoke_runs_every_stage(tmp_path):
 @needs_cifar10
 def test_cifar10_smoke_plans_for_a_speed_target(tmp_path):
     cache = tmp_path / "cache"
-    command = [
-        sys.executable,
-        os.path.join(ROOT, "examples", "cifar10.py"),
-        "--smoke",
-        f"--data_dir={DATA}",
-        f"--output_dir={tmp_path}",
+    command = smoke_command(
+        tmp_path,
         "--stages=pretrain,prune,compact,profile",
         "--method=one_shot_l1",
         "--prune_epochs=0",
         "--target_speedup=1.2",
         "--engines=onnxruntime",
         "--batch_sizes=32",
-    ]
+    )
     env = {**os.environ, "KERAS_ADMM_CACHE": str(cache)}
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=900, env=env

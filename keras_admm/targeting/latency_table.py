@@ -27,7 +27,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import weakref
 
 from keras_admm.profiling import environment, timing
 from keras_admm.profiling.engines import create_engine
@@ -115,6 +117,8 @@ class LatencyTable:
             warmup=3, min_repeats=15, min_time_s=0.1
         )
         self._workdir = tempfile.mkdtemp(prefix="keras_admm_latency_")
+        # Units and whole-model conversions live there; gone with the table.
+        weakref.finalize(self, shutil.rmtree, self._workdir, True)
         self._store = ModelStore(os.path.join(self._workdir, "converted"))
         self._engine = create_engine(engine, self._store, threads=self.threads)
         self.machine = self._machine()

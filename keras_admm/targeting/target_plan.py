@@ -282,21 +282,22 @@ def plan_for_target(
     if verbose:
         _LOG.info("latency tables on %s, batch %d", engine, batch_size)
     latency.measure_tables(verbose=verbose)
-    workdir = tempfile.mkdtemp(prefix="keras_admm_target_")
-    dense_path = os.path.join(workdir, "dense.keras")
-    model.save(dense_path)
     half = {
         g: min(c, key=lambda k: abs(k - graph.groups[g].size / 2))
         for g, c in candidates.items()
     }
-    if calibrate:
-        half_path = os.path.join(workdir, "half.keras")
-        compact_for_counts(model, graph, half, half_path)
-        medians, _ = table.time_models([dense_path, half_path], ["dense", "half"])
-        calibration = latency.calibrate(medians["dense"], half, medians["half"])
-    else:
-        medians, _ = table.time_models([dense_path], ["dense"])
-        calibration = latency.calibrate(medians["dense"])
+    # The whole models timed for the calibration; removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="keras_admm_target_") as workdir:
+        dense_path = os.path.join(workdir, "dense.keras")
+        model.save(dense_path)
+        if calibrate:
+            half_path = os.path.join(workdir, "half.keras")
+            compact_for_counts(model, graph, half, half_path)
+            medians, _ = table.time_models([dense_path, half_path], ["dense", "half"])
+            calibration = latency.calibrate(medians["dense"], half, medians["half"])
+        else:
+            medians, _ = table.time_models([dense_path], ["dense"])
+            calibration = latency.calibrate(medians["dense"])
     dense_ms = medians["dense"]
     target_ms = latency_ms if latency_ms is not None else dense_ms / speedup
     sens = group_sensitivity(model, graph, candidates, data=data, loss=loss)

@@ -353,3 +353,15 @@ def test_onnx_units_have_the_layer_shapes_in_nchw():
     causal = keras.layers.Conv1D(4, 3, padding="causal")
     causal.build((None, 9, 2))
     assert _onnx_unit(causal, 2, 4) is None
+
+
+@pytest.mark.tensorflow_only
+def test_latency_table_removes_its_work_folder_when_dropped():
+    import gc
+
+    table = LatencyTable("onnxruntime", batch_size=1, cache_dir="")
+    folder = table._workdir
+    assert os.path.isdir(folder)
+    del table
+    gc.collect()
+    assert not os.path.exists(folder)

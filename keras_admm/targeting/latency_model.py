@@ -69,7 +69,8 @@ class LatencyModel:
         table: a `LatencyTable` (engine, batch size).
         candidates: {group index: ascending kept counts} of the groups a
             plan may cut; the tables are measured for every combination a
-            timed layer can see.
+            timed layer can see. `self.candidates` keeps the groups that
+            some timed layer reads or writes.
     """
 
     def __init__(self, model, graph, table, candidates):
@@ -102,6 +103,9 @@ class LatencyModel:
                 if m.is_kernel and g.index in self.candidates
             ]
             self.layers.append(TimedLayer(layer, cin, cout, reads, writes))
+        # A group no timed layer reads or writes would be cut blind: keep it.
+        touched = {g for t in self.layers for g, _ in t.reads + t.writes}
+        self.candidates = {g: c for g, c in self.candidates.items() if g in touched}
         self.scale, self.rest_ms = 1.0, 0.0
         self.calibration = None
 

@@ -269,10 +269,7 @@ def plan_for_target(
             if len(counts) > 1:
                 candidates[group.index] = counts
     latency = LatencyModel(model, graph, table, candidates)
-    # Groups none of whose kernels is timed would be cut blind: keep them.
-    timed = {g for t in latency.layers for g, _ in t.reads + t.writes}
-    candidates = {g: c for g, c in candidates.items() if g in timed}
-    latency.candidates = candidates
+    candidates = latency.candidates  # the groups some timed layer touches
     if not candidates:
         raise ValueError(
             f"Model '{model.name}' has no channel group that a Filter cut can "

@@ -195,6 +195,23 @@ def compact_for_counts(model, graph, counts, path=None):
     return small
 
 
+def _time_beside_dense(model, graph, table, cuts, folder):
+    """Saves the dense model and a compact copy per {name: counts} in `folder`
+    (dense.keras, <name>.keras) and times them interleaved on `table`'s engine.
+
+    Returns:
+        table.time_models' ({name: median ms}, {name: per-round seconds}),
+        "dense" included.
+    """
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, "dense.keras")]
+    model.save(paths[0])
+    for name, counts in cuts.items():
+        paths.append(os.path.join(folder, f"{name}.keras"))
+        compact_for_counts(model, graph, counts, paths[-1])
+    return table.time_models(paths, ["dense", *cuts])
+
+
 def _check_target(speedup, latency_ms):
     if (speedup is None) == (latency_ms is None):
         raise ValueError(
@@ -285,16 +302,12 @@ def plan_for_target(
     }
     # The whole models timed for the calibration; removed afterwards.
     with tempfile.TemporaryDirectory(prefix="keras_admm_target_") as workdir:
-        dense_path = os.path.join(workdir, "dense.keras")
-        model.save(dense_path)
-        if calibrate:
-            half_path = os.path.join(workdir, "half.keras")
-            compact_for_counts(model, graph, half, half_path)
-            medians, _ = table.time_models([dense_path, half_path], ["dense", "half"])
-            calibration = latency.calibrate(medians["dense"], half, medians["half"])
-        else:
-            medians, _ = table.time_models([dense_path], ["dense"])
-            calibration = latency.calibrate(medians["dense"])
+        cut = {"half": half} if calibrate else {}
+        medians, _ = _time_beside_dense(model, graph, table, cut, workdir)
+    if calibrate:
+        calibration = latency.calibrate(medians["dense"], half, medians["half"])
+    else:
+        calibration = latency.calibrate(medians["dense"])
     dense_ms = medians["dense"]
     target_ms = latency_ms if latency_ms is not None else dense_ms / speedup
     sens = group_sensitivity(model, graph, candidates, data=data, loss=loss)
@@ -385,13 +398,10 @@ def check_prediction(model, plan, workdir=None) -> dict:
     graph = DependencyGraph.from_model(model)
     kept = {g["index"]: g["kept"] for g in p["groups"]}
     workdir = workdir or tempfile.mkdtemp(prefix="keras_admm_check_")
-    os.makedirs(workdir, exist_ok=True)
-    dense_path = os.path.join(workdir, "dense.keras")
-    small_path = os.path.join(workdir, "compact.keras")
-    model.save(dense_path)
-    compact_for_counts(model, graph, kept, small_path)
     table = LatencyTable(p["engine"], p["batch_size"], p.get("threads"), cache_dir="")
-    medians, samples = table.time_models([dense_path, small_path], ["dense", "compact"])
+    medians, samples = _time_beside_dense(
+        model, graph, table, {"compact": kept}, workdir
+    )
     measured = medians["compact"]
     return {
         "engine": p["engine"],

@@ -191,11 +191,9 @@ class LatencyTable:
 
     def key(self, layer, cin, cout) -> str:
         """The cache key of `layer` at `cin` input and `cout` output channels."""
-        signature = self._signatures.get(id(layer))
-        if signature is None or signature[0] is not layer:
-            signature = (layer, self._signature(layer))
-            self._signatures[id(layer)] = signature
-        return f"{signature[1]}:{int(cin)}:{int(cout)}"
+        if layer not in self._signatures:  # layers hash by identity
+            self._signatures[layer] = self._signature(layer)
+        return f"{self._signatures[layer]}:{int(cin)}:{int(cout)}"
 
     @staticmethod
     def _signature(layer) -> str:

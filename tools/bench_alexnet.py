@@ -17,11 +17,11 @@ filters and, from the layer before, input channels: keep 0.25 gives about
 
 import json
 import os
-import subprocess
 import sys
 
 import common_flags
 from absl import app, flags
+from profile_process import profile_in_process
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _KEEP = flags.DEFINE_float("keep", 0.25, "Kept share of every conv's filters.")
@@ -95,23 +95,19 @@ def time_engines(paths, out):
     rows = []
     for engine in _ENGINES.value:
         for part in ("trunk", "full"):
-            target = os.path.join(out, f"profile_{part}_{engine}")
-            command = [
-                sys.executable,
-                os.path.join(_REPO, "tools", "profile_models.py"),
-                f"--baseline={paths[(part, 'dense')]}",
-                f"--models={paths[(part, 'compact')]}",
-                f"--names=dense,compact_keep{round(_KEEP.value * 100)}",
-                f"--engines={engine}",
-                f"--batch_sizes={','.join(map(str, _BATCH_SIZES.value))}",
-                f"--min_time_s={_MIN_TIME.value}",
-                f"--min_repeats={_MIN_REPEATS.value}",
-                f"--output_dir={target}",
-            ]
-            print("::", " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True)
-            with open(os.path.join(target, "profile.json")) as f:
-                report = json.load(f)
+            report = profile_in_process(
+                paths[(part, "dense")],
+                [paths[(part, "compact")]],
+                ["dense", f"compact_keep{round(_KEEP.value * 100)}"],
+                engine,
+                _BATCH_SIZES.value,
+                os.path.join(out, f"profile_{part}_{engine}"),
+                extra_flags=[
+                    f"--min_time_s={_MIN_TIME.value}",
+                    f"--min_repeats={_MIN_REPEATS.value}",
+                ],
+                echo="::",
+            )
             for r in report["results"]:
                 rows.append({"part": part, **r})
     return rows

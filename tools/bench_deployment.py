@@ -17,11 +17,11 @@ Inputs: --lenet5_dense / --lenet5_compact (made by examples/lenet5_mnist.py),
 
 import json
 import os
-import subprocess
 import sys
 
 import common_flags
 from absl import app, flags
+from profile_process import profile_in_process
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHARED = os.path.join(os.path.dirname(_REPO), "shared", "data")
@@ -179,22 +179,15 @@ def _time(name, files, work):
             kind, label_fmt, _ = FORMATS[label]
             paths.append(files[kind][fmt if "fp32" in label else label_fmt])
             labels.append(label.replace(" ", "_").replace("(", "").replace(")", ""))
-        out = os.path.join(work, f"profile_{engine}")
-        command = [
-            sys.executable,
-            os.path.join(_REPO, "tools", "profile_models.py"),
-            f"--baseline={paths[0]}",
-            f"--models={','.join(paths[1:])}",
-            f"--names={','.join(labels)}",
-            f"--engines={engine}",
-            f"--batch_sizes={','.join(map(str, _BATCH_SIZES.value))}",
-            f"--output_dir={out}",
-            "--device=cpu",
-        ]
-        print(" ".join(command))
-        subprocess.run(command, check=True)
-        with open(os.path.join(out, "profile.json")) as f:
-            report = json.load(f)
+        report = profile_in_process(
+            paths[0],
+            paths[1:],
+            labels,
+            engine,
+            _BATCH_SIZES.value,
+            os.path.join(work, f"profile_{engine}"),
+            extra_flags=["--device=cpu"],
+        )
         for r in report["results"]:
             rows.append({"engine": engine, **r})
     return rows

@@ -47,6 +47,12 @@ _WARMUP = common_flags.warmup(3)
 _MIN_REPEATS = common_flags.min_repeats(10)
 _MIN_TIME = common_flags.min_time_s(1.0)
 _OUTPUT_DIR = common_flags.output_dir(None, "Write reports here (optional).")
+_SAME_INPUT = flags.DEFINE_bool(
+    "same_input",
+    True,
+    "Every model takes the baseline's input shape (--nosame_input: each gets a "
+    "batch of its own shape, e.g. a single layer cut to fewer input channels).",
+)
 _STEM = flags.DEFINE_string("stem", "profile", "File name prefix of the reports.")
 
 
@@ -83,6 +89,7 @@ def _profile(profiling):
             min_time_s=_MIN_TIME.value,
         ),
         names=_NAMES.value,
+        same_input=_SAME_INPUT.value,
     )
 
 

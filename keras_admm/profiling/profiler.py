@@ -46,19 +46,35 @@ def _check_names(sources):
         seen[source.name] = source.path
 
 
-def _check_input_shapes(store, sources):
-    """Raises ValueError unless every model takes the baseline's input shape."""
+_OWN_INPUTS_NOTE = "each model timed on a random batch of its own input shape"
+
+
+def _check_input_shapes(store, sources, same_input):
+    """{name: input shape}; unless `same_input` is False, all the baseline's.
+
+    Raises ValueError when `same_input` and a model's input shape differs, or
+    when the input ranks differ.
+    """
     baseline = sources[0]
     expected = store.input_shape(baseline)
+    shapes = {baseline.name: expected}
     for source in sources[1:]:
         shape = store.input_shape(source)
-        if shape != expected:
+        if same_input and shape != expected:
             raise ValueError(
                 f"input shapes differ: '{source.path}' takes {shape} but the baseline "
                 f"'{baseline.path}' takes {expected}; compare forms of the same model "
-                "(same input size and layout, e.g. both channels_last)."
+                "(same input size and layout, e.g. both channels_last), or pass "
+                "same_input=False (--nosame_input) to time a single layer cut to "
+                "fewer input channels."
             )
-    return expected
+        if len(shape) != len(expected):
+            raise ValueError(
+                f"input ranks differ: '{source.path}' takes {shape} but the baseline "
+                f"'{baseline.path}' takes {expected}."
+            )
+        shapes[source.name] = shape
+    return shapes
 
 
 def _ratio(numerator, denominator):
@@ -107,6 +123,7 @@ def profile_models(
     workdir=None,
     notes=(),
     seed=0,
+    same_input=True,
 ):
     """Times a baseline model and other forms of it; returns a JSON-ready report.
 
@@ -128,6 +145,10 @@ def profile_models(
         notes: free-text lines carried into every report (e.g. how the models
             were made).
         seed: seed of the random input batch.
+        same_input: every model must take the baseline's input shape and gets
+            the same batch (default). False: each model gets a random batch of
+            its own input shape (of the same rank), e.g. one conv layer cut to
+            fewer input channels timed against the dense layer.
 
     Returns:
         A dict with "environment", "protocol", "engines" (their settings),
@@ -165,16 +186,20 @@ def profile_models(
     store = ModelStore(os.path.join(workdir, "onnx"))
     # Engines first: TensorFlow threads can only be set before it initialises.
     engine_objects = [create_engine(e, store, threads, jit) for e in engines]
-    input_shape = _check_input_shapes(store, sources)
+    input_shapes = _check_input_shapes(store, sources, same_input)
     stats = {s.name: store.stats(s) for s in sources}
     rng = np.random.default_rng(seed)
     results, engine_settings = [], {}
     for engine in engine_objects:
         engine_device = engine.resolve_device(device)
         for batch_size in sizes:
-            inputs = rng.standard_normal((batch_size, *input_shape), "float32")
+            batches = {}
+            for shape in dict.fromkeys(input_shapes.values()):
+                batches[shape] = rng.standard_normal((batch_size, *shape), "float32")
             runners = {
-                s.name: engine.runner(s, batch_size, engine_device, inputs)
+                s.name: engine.runner(
+                    s, batch_size, engine_device, batches[input_shapes[s.name]]
+                )
                 for s in sources
             }
             _LOG.info(
@@ -198,5 +223,5 @@ def profile_models(
         "baseline": sources[0].name,
         "models": [stats[s.name] for s in sources],
         "results": results,
-        "notes": list(notes),
+        "notes": list(notes) + ([] if same_input else [_OWN_INPUTS_NOTE]),
     }

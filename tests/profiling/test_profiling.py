@@ -326,6 +326,33 @@ def test_mismatched_input_shapes_name_both_files(model_files):
         )
 
 
+def test_models_of_their_own_input_shapes_are_timed_when_asked(tmp_path):
+    # One conv layer cut to fewer input channels, against the dense layer.
+    paths = []
+    for name, channels in (("dense", 16), ("cut", 4)):
+        model = _model(keras.layers.Conv2D(8, 3), input_shape=(8, 8, channels))
+        paths.append(str(tmp_path / f"{name}.keras"))
+        model.save(paths[-1])
+    report = profiling.profile_models(
+        paths[0],
+        paths[1:],
+        engines=["onnxruntime"],
+        batch_sizes=[2],
+        protocol=FAST,
+        names=["dense", "cut"],
+        same_input=False,
+    )
+    assert [r["model"] for r in report["results"]] == ["dense", "cut"]
+    assert all(r["median_ms"] > 0 for r in report["results"])
+    assert "own input shape" in report["notes"][-1]
+    ranks = _model(keras.layers.Dense(2), input_shape=(16,))
+    ranks.save(str(tmp_path / "rank2.keras"))
+    with pytest.raises(ValueError, match="input ranks differ.*rank2"):
+        profiling.profile_models(
+            paths[0], [str(tmp_path / "rank2.keras")], same_input=False
+        )
+
+
 def test_unknown_engine_lists_the_known_ones(model_files):
     with pytest.raises(ValueError, match="unknown engine 'trt'.*onnxruntime"):
         profiling.profile_models(model_files["dense_onnx"], engines=["trt"])

@@ -13,7 +13,8 @@ def layer_keeps(keep, overrides):
     """{conv: kept share of its filters} from `keep` and "name=share" overrides.
 
     Raises:
-        ValueError: an item is not conv1..conv5=share, or a share is not in (0, 1].
+        ValueError: an item is not conv1..conv5=share, a share is not in (0, 1],
+            or no layer is left to prune.
     """
     keeps = dict.fromkeys(CONVS, keep)
     for item in overrides:
@@ -32,6 +33,11 @@ def layer_keeps(keep, overrides):
                 f"--layer_keep {name}={value!r}: the kept share must be in (0, 1]"
             )
         keeps[name] = share
+    if all(k == 1.0 for k in keeps.values()):
+        raise ValueError(
+            "every conv keeps all its filters: nothing to prune; give --keep < 1 "
+            "or a --layer_keep share < 1 for some layer."
+        )
     return keeps
 
 

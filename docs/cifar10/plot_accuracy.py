@@ -27,6 +27,7 @@ COLORS = {
     "dense": "black",
 }
 # Report names in the timing run -> the run folders holding their accuracy.
+KIND = {"dense": "dense", "uniform_2x": "gradual", "uniform_3x": "gradual"}
 TIMED = {
     "dense": "resnet20_dense",
     "uniform_2x": "resnet20_gradual_2x",
@@ -60,6 +61,8 @@ def runs():
         report = _load(folder)
         if "compact" not in report:
             continue
+        if report["prune"]["epochs"] + report["retrain"]["epochs"] != 12:
+            continue  # another budget: not comparable in this plot
         dense_macs = report["dense"]["flops"] / 2e6
         method = next((m for m in METHODS if folder.startswith(f"resnet20_{m}_")), None)
         macs = report["compact"]["flops"] / 2e6
@@ -98,7 +101,8 @@ def plot_latency(path):
             if r["batch_size"] != 32 or r["model"] not in TIMED:
                 continue
             accuracy = _test_accuracy(_load(TIMED[r["model"]]))
-            ax.scatter(r["median_ms"], accuracy, s=60, color="tab:orange")
+            color = COLORS[KIND.get(r["model"], "planned")]
+            ax.scatter(r["median_ms"], accuracy, s=60, color=color)
             ax.annotate(
                 r["model"],
                 (r["median_ms"], accuracy),

@@ -28,12 +28,14 @@ flags_of() {
   esac
 }
 
+for probe in $PROBES; do flags_of "$probe" > /dev/null; done  # typos stop here
 for probe in $PROBES; do
-  # shellcheck disable=SC2046
+  extra=$(flags_of "$probe")
+  # shellcheck disable=SC2086
   $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
       --method admm --sparsity filter --flops_reduction "$LEVEL" \
       --prune_epochs 6 --admm_stages 3 --retrain_epochs 6 --seed 0 \
-      $(flags_of "$probe") --output_dir "$OUT/admm_${LEVEL}x_$probe" $RESUME_FLAG
+      $extra --output_dir "$OUT/admm_${LEVEL}x_$probe" $RESUME_FLAG
 done
 for probe in $PROBES; do
   $PY - "$OUT/admm_${LEVEL}x_$probe/report.json" <<'PYEOF'
@@ -41,6 +43,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 after = r["prune"]["accuracy_after_hard_prune"]["validation"]
 final = r["retrain"]["accuracy"]["validation"]
-print(f"{sys.argv[1]}: after hard prune {after:.4f}, after retraining {final:.4f}")
+print(f"{sys.argv[1]}: validation after hard prune {100 * after:.2f}%, "
+      f"after retraining {100 * final:.2f}%")
 PYEOF
 done

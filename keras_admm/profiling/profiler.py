@@ -52,26 +52,27 @@ _OWN_INPUTS_NOTE = "each model timed on a random batch of its own input shape"
 def _check_input_shapes(store, sources, same_input):
     """{name: input shape}; unless `same_input` is False, all the baseline's.
 
-    Raises ValueError when `same_input` and a model's input shape differs, or
-    when the input ranks differ.
+    Raises ValueError when the input ranks differ, or when `same_input` and a
+    model's input shape differs from the baseline's.
     """
     baseline = sources[0]
     expected = store.input_shape(baseline)
     shapes = {baseline.name: expected}
     for source in sources[1:]:
         shape = store.input_shape(source)
+        if len(shape) != len(expected):
+            raise ValueError(
+                f"input ranks differ: '{source.path}' takes {shape} but the baseline "
+                f"'{baseline.path}' takes {expected}; compare models whose inputs "
+                "have the same rank and layout (e.g. both (height, width, channels))."
+            )
         if same_input and shape != expected:
             raise ValueError(
                 f"input shapes differ: '{source.path}' takes {shape} but the baseline "
                 f"'{baseline.path}' takes {expected}; compare forms of the same model "
                 "(same input size and layout, e.g. both channels_last), or pass "
-                "same_input=False (--nosame_input) to time a single layer cut to "
-                "fewer input channels."
-            )
-        if len(shape) != len(expected):
-            raise ValueError(
-                f"input ranks differ: '{source.path}' takes {shape} but the baseline "
-                f"'{baseline.path}' takes {expected}."
+                "same_input=False (--nosame_input) to time e.g. a single layer cut to "
+                "fewer input channels against the dense layer."
             )
         shapes[source.name] = shape
     return shapes
@@ -157,7 +158,8 @@ def profile_models(
 
     Raises:
         FileNotFoundError: if a model file is missing.
-        ValueError: for a corrupt file, differing input shapes, an unknown engine or
+        ValueError: for a corrupt file, differing input shapes (unless
+            same_input=False) or input ranks, an unknown engine or
             device, a batch size <= 0, or duplicate names.
         TypeError: for a batch size that is not an int.
         ImportError: if an engine's package is not installed.

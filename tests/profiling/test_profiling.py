@@ -527,16 +527,18 @@ def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
             model_files["dense_onnx"],
             *common,
             "--models",
-            model_files["half_onnx"],
+            f"{model_files['half_onnx']},{model_files['other_shape']}",
             "--batch_sizes",
             "1,2",
+            # other_shape reads 4 channels, not 3: timed only with this flag
+            "--nosame_input",
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.count("onnxruntime") == 4
+    assert ok.stdout.count("onnxruntime") == 6
     bad = subprocess.run(
         [sys.executable, script, "--baseline", "/no/such/model.onnx", *common],
         capture_output=True,

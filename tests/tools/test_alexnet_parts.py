@@ -32,6 +32,11 @@ def test_layer_keeps_rejects_bad_items(item, message):
         layer_keeps(0.25, [item])
 
 
+def test_layer_keeps_rejects_a_plan_that_prunes_nothing():
+    with pytest.raises(ValueError, match="nothing to prune"):
+        layer_keeps(0.5, [f"{name}=1" for name in CONVS])
+
+
 def test_layer_alone_computes_what_the_layer_computes_inside_its_model():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
@@ -59,9 +64,14 @@ def test_layer_sums_adds_each_form_over_the_named_layers():
     results = [_row("trunk", "dense", 100.0), _row("trunk", "compact", 1.0)]
     for i, name in enumerate(CONVS):
         results += [_row(name, "dense", 10.0 * (i + 1)), _row(name, "compact", i + 1.0)]
-    results += [_row("conv1", "dense", 7.0, batch_size=1)]  # incomplete: skipped
+    # batch 1 and ort lack a compact conv2: both incomplete, both skipped
+    results += [_row(n, "dense", 7.0, batch_size=1) for n in CONVS]
+    results += [_row(n, f, 1.0, engine="ort") for n in CONVS for f in ("dense",)]
+    results += [_row(n, "compact", 1.0, engine="ort") for n in CONVS if n != "conv2"]
     (row,) = layer_sums(results, CONVS[1:])
     assert row["engine"] == "tf" and row["batch_size"] == 32
     assert row["dense_ms"] == pytest.approx(20 + 30 + 40 + 50)
     assert row["compact_ms"] == pytest.approx(2 + 3 + 4 + 5)
     assert row["speedup"] == pytest.approx(140 / 14)
+    rows = layer_sums(results, ("conv1",))  # complete for conv1 on ort
+    assert {(r["engine"], r["batch_size"]) for r in rows} == {("tf", 32), ("ort", 32)}

@@ -871,7 +871,9 @@ def main(argv):
         flush=True,
     )
     run = Run(data, _OUTPUT_DIR.value, smoke)
-    run.report["name"] = run_name()
+    # a pretrain-only run makes the dense model, not a pruned one
+    pruning = bool(set(stages) - {"pretrain"})
+    run.report["name"] = run_name() if pruning else f"{_MODEL.value}_dense"
     dense_path = _DENSE_MODEL.value or run.path(f"{_MODEL.value}_dense.keras")
     model = plan = small = None
     if "pretrain" in stages:

@@ -81,23 +81,18 @@ def build(work):
     os.makedirs(work, exist_ok=True)
     paths, statics = {}, {}
     for form, model in (("dense", dense), ("compact", small)):
-        trunk = keras.Model(model.input, model.get_layer("pool3").output)
-        for part, m in (("full", model), ("trunk", trunk)):
+        parts = {
+            "full": model,
+            "trunk": keras.Model(model.input, model.get_layer("pool3").output),
+            **{name: layer_alone(model.get_layer(name)) for name in CONVS},
+        }
+        for part, m in parts.items():
             path = os.path.join(work, f"alexnet_{part}_{form}.keras")
             m.save(path)
             paths[(part, form)] = path
             statics[f"{part}_{form}"] = {
                 "params": int(m.count_params()),
                 "flops": int(keras_admm.count_flops(m)),
-            }
-        for name in CONVS:
-            alone = layer_alone(model.get_layer(name))
-            path = os.path.join(work, f"alexnet_{name}_{form}.keras")
-            alone.save(path)
-            paths[(name, form)] = path
-            statics[f"{name}_{form}"] = {
-                "params": int(alone.count_params()),
-                "flops": int(keras_admm.count_flops(alone)),
             }
         statics[f"conv_weights_{form}"] = _conv_weights(model)
         statics[f"conv2_5_weights_{form}"] = _conv_weights(model, CONVS[1:])

@@ -54,8 +54,9 @@ def _conv_weights(model, names=CONVS):
     return sum(int(model.get_layer(n).kernel.numpy().size) for n in names)
 
 
-def build(work):
-    """Saves dense / compact, full / trunk AlexNet; returns paths and statics."""
+def build(work, keeps):
+    """Saves dense and compact AlexNet (kept shares `keeps`): the full model, the
+    conv trunk and each conv alone; returns their paths and statics."""
     import keras
 
     import keras_admm
@@ -65,7 +66,6 @@ def build(work):
     dense = models.alexnet()
     pruned = keras.models.clone_model(dense)
     pruned.set_weights(dense.get_weights())
-    keeps = layer_keeps(_KEEP.value, _LAYER_KEEP.value)
     plan = keras_admm.PruningPlan(
         {n: f"filter:{1.0 - k!r}" for n, k in keeps.items() if k < 1.0}
     )
@@ -219,12 +219,12 @@ def main(argv):
     import keras_admm  # noqa: F401
 
     try:
-        layer_keeps(_KEEP.value, _LAYER_KEEP.value)
+        keeps = layer_keeps(_KEEP.value, _LAYER_KEEP.value)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     out = _OUTPUT_DIR.value
     os.makedirs(out, exist_ok=True)
-    paths, statics = build(_WORK_DIR.value)
+    paths, statics = build(_WORK_DIR.value, keeps)
     print(json.dumps(statics, indent=1), flush=True)
     rows = time_engines(paths, out)
     report = {

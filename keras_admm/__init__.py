@@ -54,6 +54,7 @@ _EXPORTS = {
     # compaction, export, profiling
     "CompactionSummary": "keras_admm.compaction",
     "compact": "keras_admm.compaction",
+    "fold_batchnorm": "keras_admm.compaction",
     "ExportError": "keras_admm.exporting",
     "ExportResult": "keras_admm.exporting",
     "ExportVerificationError": "keras_admm.exporting",

@@ -80,6 +80,14 @@ _MAX_REL_DIFF = flags.DEFINE_float(
     1e-4,
     "Largest max|pruned - compact| / max|pruned| accepted (--forms=compact).",
 )
+_BATCHNORM = flags.DEFINE_enum(
+    "batchnorm",
+    "keep",
+    ["keep", "fold", "both"],
+    "keep: time the models as built; fold: fold every model's BatchNorms into "
+    "its convs first (keras_admm.fold_batchnorm; the dense baseline too); both: "
+    "time each model and its folded form (<name>_fold) side by side.",
+)
 _OUTPUT_DIR = common_flags.output_dir("docs/perf", "Where reports go.")
 _WORK_DIR = common_flags.work_dir(
     "runs/bench_profile", "Where the model files are written."
@@ -305,6 +313,55 @@ def build_compact_family(family, work_dir, keeps, aligns, max_rel_diff, seed=0):
     return paths, names, notes, forms
 
 
+def fold_forms(paths, names, mode, max_rel_diff, seed=0):
+    """The models to time after BatchNorm folding (`mode`: keep, fold or both).
+
+    Each folded model is checked against its source on a random batch of 2 in
+    inference mode (max relative difference <= `max_rel_diff`, else the run
+    stops) and saved beside it as <stem>_fold.keras.
+
+    Returns:
+        (paths, names, notes): "fold" replaces every model by its folded form
+        (same names); "both" puts each folded form (<name>_fold) right after
+        its source; notes say how many BatchNorms each fold removed.
+    """
+    if mode == "keep":
+        return list(paths), list(names), []
+    import keras
+    import numpy as np
+
+    import keras_admm
+    from keras_admm.testing import fuzz
+
+    out_paths, out_names, notes = [], [], []
+    for path, name in zip(paths, names):
+        model = keras.saving.load_model(path)
+        folded, folds, skipped = keras_admm.fold_batchnorm(model, return_folds=True)
+        shape = (2, *model.inputs[0].shape[1:])
+        x = np.random.default_rng(seed).normal(size=shape).astype("float32")
+        error = fuzz.max_relative_error(model(x, training=False), folded(x))
+        if not error <= max_rel_diff:
+            raise RuntimeError(
+                f"{name}: fold_batchnorm() output differs from the model's by "
+                f"{error:.3g} (max relative), above --max_rel_diff={max_rel_diff:g}; "
+                "do not time it."
+            )
+        fold_path = os.path.splitext(path)[0] + "_fold.keras"
+        folded.save(fold_path)
+        notes.append(
+            f"{name}: {len(folds)} BatchNorms folded, {len(skipped)} left "
+            f"(max rel diff {error:.2e})."
+        )
+        if mode == "both":
+            out_paths += [path, fold_path]
+            out_names += [name, f"{name}_fold"]
+        else:
+            out_paths.append(fold_path)
+            out_names.append(name)
+        keras.backend.clear_session()
+    return out_paths, out_names, notes
+
+
 def _forms_lines(forms):
     """One note per form: its kept channel counts (conv / Dense, in order)."""
     lines = []
@@ -319,7 +376,11 @@ def _forms_lines(forms):
 
 
 def _summary_lines(reports):
-    """Markdown table: efficiency per family x model x engine x batch size."""
+    """Markdown table: efficiency per family x model x engine x batch size.
+
+    A folded form (<name>_fold) is compared with the folded dense model
+    (dense_fold) when the run has one, else with the dense model.
+    """
     lines = [
         "| model | form | engine | batch | dense ms | form ms | speedup "
         "| FLOP ratio | efficiency |",
@@ -328,18 +389,21 @@ def _summary_lines(reports):
     for family, report in reports.items():
         rows = report["results"]
         dense = {
-            (r["engine"], r["batch_size"]): r["median_ms"]
+            (r["model"], r["engine"], r["batch_size"]): r["median_ms"]
             for r in rows
-            if r["model"] == "dense"
+            if r["model"] in ("dense", "dense_fold")
         }
         for r in rows:
-            if r["model"] == "dense":
+            if r["model"] in ("dense", "dense_fold"):
                 continue
+            key = (r["engine"], r["batch_size"])
+            base = "dense_fold" if r["model"].endswith("_fold") else "dense"
+            dense_ms = dense.get((base, *key), dense[("dense", *key)])
+            speedup = dense_ms / r["median_ms"]
             lines.append(
                 f"| {family} | {r['model']} | {r['engine']} | {r['batch_size']} "
-                f"| {dense[(r['engine'], r['batch_size'])]:.2f} "
-                f"| {r['median_ms']:.2f} | {r['speedup']:.2f} "
-                f"| {r['flop_ratio']:.2f} | {r['efficiency']:.2f} |"
+                f"| {dense_ms:.2f} | {r['median_ms']:.2f} | {speedup:.2f} "
+                f"| {r['flop_ratio']:.2f} | {speedup / r['flop_ratio']:.2f} |"
             )
     return lines
 
@@ -391,8 +455,13 @@ def main(argv):
                 "architecture, round(channels x keep) channels per hidden layer "
                 "rounded up to the multiple, random weights), not by compact()."
             ]
+        paths, names, fold_notes = fold_forms(
+            paths, names, _BATCHNORM.value, _MAX_REL_DIFF.value
+        )
         notes = [
             *made,
+            f"--batchnorm={_BATCHNORM.value}.",
+            *fold_notes,
             "Forms skipped as duplicates: " + ("; ".join(skipped) or "none") + ".",
             "All models of one engine x batch size are timed interleaved "
             "round-robin in one loop, on a 2-core CPU shared with other processes.",

@@ -39,13 +39,13 @@ True
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import keras
 import numpy as np
 
 from keras_admm.compaction.layers import ColumnSparseConv2D, same_padding
+from keras_admm.compaction.rebuild import clone_layer
 from keras_admm.compaction.summary import build_summary
 from keras_admm.graph import DependencyGraph, check_graph_model
 from keras_admm.pruning import selection
@@ -467,29 +467,6 @@ class _Compactor:
                 )
             variable.assign(value.astype(variable.dtype))
 
-    def _clone(self, layer, config=None):
-        config = layer.get_config() if config is None else config
-        try:
-            return type(layer).from_config(config)
-        except Exception as e:  # noqa: BLE001 - any failure gets the same fix
-            if not getattr(layer, "weights", None):
-                # A stateless layer (e.g. a Lambda): a shallow copy with its own
-                # node lists computes the same and leaves the original alone.
-                try:
-                    clone = copy.copy(layer)
-                except Exception:  # noqa: BLE001 - a layer pickled by its config
-                    clone = object.__new__(type(layer))
-                    clone.__dict__.update(layer.__dict__)
-                clone._inbound_nodes = []
-                clone._outbound_nodes = []
-                return clone
-            raise ValueError(
-                f"compact() cannot re-create layer '{layer.name}' "
-                f"({type(layer).__name__}) from its config ({e}). Give the layer a "
-                "get_config() that from_config() accepts, and register it with "
-                "@keras.saving.register_keras_serializable."
-            ) from e
-
     def _make_layer(self, state):
         """(new layer, {weight name: value} to assign after the first call)."""
         info = state.info
@@ -499,7 +476,7 @@ class _Compactor:
             # Unchanged layers (nested models included) keep all their weights,
             # in order: names may repeat inside a nested model.
             weights = layer.get_weights() if isinstance(layer, keras.Layer) else []
-            return self._clone(layer), weights or None
+            return clone_layer(layer), weights or None
         kind = info.rule.kind
         t_in, t_out = info.inputs[0], info.outputs[0]
         kin, kout = self.kept_indices(t_in), self.kept_indices(t_out)
@@ -512,13 +489,13 @@ class _Compactor:
             config = None
             if info.rule.resize is not None:
                 config = info.rule.resize(layer.get_config(), kin.size)
-            return self._clone(layer, config), values or None
+            return clone_layer(layer, config), values or None
         if kind == "depthwise":
             m = int(layer.depth_multiplier)
             values = {"kernel": np.take(weights["kernel"], kin, axis=-2)}
             if layer.use_bias:
                 values["bias"] = weights["bias"].reshape(-1, m)[kin].ravel()
-            return self._clone(layer), values
+            return clone_layer(layer), values
         # weighted / separable: slice, fold the removed constants into the bias.
         config = layer.get_config()
         config[info.rule.count_key] = int(kout.size)
@@ -555,7 +532,7 @@ class _Compactor:
                 return column
         if needs_bias:
             values["bias"] = bias
-        return self._clone(layer, config), values
+        return clone_layer(layer, config), values
 
     def _column_sparse(self, info, config, kernel, needs_bias, bias):
         """A ColumnSparseConv2D for this node, or None to keep the dense conv."""

@@ -3,15 +3,21 @@
     python tools/convert.py --model pruned.keras --output_dir exports/small \
         --align 8 --formats keras,saved_model,onnx
 
+    # For TensorFlow serving: BatchNorms folded into the convs before export
+    python tools/convert.py --model pruned.keras --output_dir exports/tf \
+        --formats saved_model --fold_batchnorm
+
     # int8 files (LiteRT and ONNX Runtime), calibrated on a batch of real inputs:
     python tools/convert.py --model pruned.keras --output_dir exports/int8 \
         --formats onnx,onnx_int8,tflite_int8 --calibration_data images.npy
 
 Loads the model, removes its pruned channels and filters with
-`keras_admm.compaction.compact`, writes the formats with `keras_admm.export`
-(each file reloaded and checked against the compact model), prints the compaction
-summary and the export table, and writes summary.json and summary.md next to the
-model files. The logic lives in the library; this script only wires flags to it.
+`keras_admm.compaction.compact` (and with --fold_batchnorm merges its inference
+BatchNorms into the convs before them, `keras_admm.fold_batchnorm`), writes the
+formats with `keras_admm.export` (each file reloaded and checked against the
+model given), prints the compaction summary and the export table, and writes
+summary.json and summary.md next to the model files. The logic lives in the
+library; this script only wires flags to it.
 """
 
 import importlib
@@ -59,6 +65,13 @@ _MIN_AGREEMENT = flags.DEFINE_float(
     "must match the float model's.",
     lower_bound=0.0,
     upper_bound=1.0,
+)
+_FOLD_BATCHNORM = flags.DEFINE_bool(
+    "fold_batchnorm",
+    False,
+    "Fold each BatchNormalization into the conv / Dense layer before it (exact in "
+    "inference; TensorFlow runs the result faster, ONNX Runtime and LiteRT fold "
+    "it themselves). The exported model can no longer train its BatchNorms.",
 )
 _VERIFY = flags.DEFINE_bool(
     "verify", True, "Reload every file and check its outputs (--noverify skips)."
@@ -179,13 +192,18 @@ def _write_text(path, text):
     os.replace(temporary, path)
 
 
-def _write_summaries(output_dir, summary, result):
-    """summary.json and summary.md: compaction per layer, then the export table."""
+def _write_summaries(output_dir, summary, result, folds=None):
+    """summary.json and summary.md: compaction per layer, then the export table.
+
+    `folds`: {"folded": [(bn, layer)], "skipped": [(bn, reason)]} with
+    --fold_batchnorm, else None.
+    """
     data = {
         "model": _MODEL.value,
         "align": _ALIGN.value,
         "calibration_data": _CALIBRATION_DATA.value,
         "compaction": summary.to_dict(),
+        "batchnorm_folding": folds,
         "export": result.to_dict(),
     }
     json_path = os.path.join(output_dir, "summary.json")
@@ -193,8 +211,16 @@ def _write_summaries(output_dir, summary, result):
     markdown = (
         f"# Conversion of `{_MODEL.value}` (align {_ALIGN.value})\n\n"
         f"## Compaction\n\n{summary.to_markdown().rstrip()}\n\n"
-        f"## Export\n\n{result.to_markdown()}"
     )
+    if folds is not None:
+        rows = [f"| {bn} | into {layer} |" for bn, layer in folds["folded"]]
+        rows += [f"| {bn} | left: {why} |" for bn, why in folds["skipped"]]
+        markdown += (
+            "## BatchNorm folding\n\n| BatchNormalization | folded |\n|---|---|\n"
+            + "\n".join(rows)
+            + "\n\n"
+        )
+    markdown += f"## Export\n\n{result.to_markdown()}"
     md_path = os.path.join(output_dir, "summary.md")
     _write_text(md_path, markdown)
     return json_path, md_path
@@ -214,6 +240,10 @@ def main(argv):
         small, summary = compaction.compact(
             model, align=_ALIGN.value, return_summary=True
         )
+        folds = None
+        if _FOLD_BATCHNORM.value:
+            small, done, skipped = compaction.fold_batchnorm(small, return_folds=True)
+            folds = {"folded": done, "skipped": skipped}
         result = exporting.export(
             small,
             _OUTPUT_DIR.value,
@@ -234,9 +264,14 @@ def main(argv):
     ) as error:
         sys.exit(f"error: {error}")
     print(summary)
+    if folds is not None:
+        print(
+            f"\nBatchNorms folded: {len(folds['folded'])}; left as they are: "
+            + (", ".join(f"{bn} ({why})" for bn, why in folds["skipped"]) or "none")
+        )
     print()
     print(result)
-    for path in _write_summaries(_OUTPUT_DIR.value, summary, result):
+    for path in _write_summaries(_OUTPUT_DIR.value, summary, result, folds):
         print(f"wrote {path}")
 
 

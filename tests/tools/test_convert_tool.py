@@ -214,3 +214,48 @@ def test_bad_calibration_data_is_reported(tool, tmp_path, model_file, content, m
     assert "error:" in str(info.value.code)
     assert match in str(info.value.code)
     assert not os.path.exists(tmp_path / "out" / "model_int8.onnx")
+
+
+# ------------------------------------------------------------ BatchNorm folding
+def test_fold_batchnorm_writes_a_model_without_them(tool, tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, use_bias=False, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    bn = model.get_layer("bn1")
+    rng = np.random.default_rng(1)
+    gamma, beta, mean = rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6)
+    bn.set_weights([gamma, beta, mean, rng.uniform(0.5, 2, 6)])
+    kernel = model.get_layer("conv1").get_weights()[0]
+    kernel[..., [2, 5]] = 0.0  # two pruned filters
+    model.get_layer("conv1").set_weights([kernel])
+    path = str(tmp_path / "pruned_bn.keras")
+    model.save(path)
+    out = tmp_path / "out"
+    run_main(
+        tool,
+        f"--model={path}",
+        f"--output_dir={out}",
+        "--formats=keras",
+        "--fold_batchnorm",
+    )
+    assert "BatchNorms folded: 1" in capsys.readouterr().out
+    written = keras.saving.load_model(out / "model.keras")
+    kinds = [type(layer).__name__ for layer in written.layers]
+    assert "BatchNormalization" not in kinds
+    assert written.get_layer("conv1").filters == 4
+    sample = rng.standard_normal((4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(written(sample)),
+        keras.ops.convert_to_numpy(model(sample)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["batchnorm_folding"] == {
+        "folded": [["bn1", "conv1"]],
+        "skipped": [],
+    }
+    assert "## BatchNorm folding" in (out / "summary.md").read_text()

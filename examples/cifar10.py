@@ -254,13 +254,16 @@ class Run:
         import keras
         from cifar10_data import augmented_dataset
 
+        from keras_admm.training.checkpoint import (
+            read_checkpoint_state,
+            write_checkpoint,
+        )
+
         d = self.data
         checkpoint = self.path(f"{tag}_checkpoint.keras")
-        state_path = checkpoint + ".json"
         done, history = 0, []
-        if _RESUME.value and os.path.exists(state_path):
-            with open(state_path) as f:
-                state = json.load(f)
+        state = read_checkpoint_state(checkpoint) if _RESUME.value else None
+        if state is not None:
             if state["epochs"] != epochs:
                 raise ValueError(
                     f"{checkpoint} is of a {state['epochs']}-epoch {tag} stage; "
@@ -280,19 +283,8 @@ class Run:
         class Save(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 history.append({"epoch": epoch + 1, **_floats(logs)})
-                tmp = checkpoint[: -len(".keras")] + ".tmp.keras"
-                self.model.save(tmp)
-                os.replace(tmp, checkpoint)
-                with open(state_path + ".tmp", "w") as f:
-                    json.dump(
-                        {
-                            "epochs": epochs,
-                            "epochs_done": epoch + 1,
-                            "history": history,
-                        },
-                        f,
-                    )
-                os.replace(state_path + ".tmp", state_path)
+                state = {"epochs": epochs, "epochs_done": epoch + 1, "history": history}
+                write_checkpoint(self.model, checkpoint, state)
 
         if done < epochs:
             model.fit(

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import os
@@ -40,6 +39,7 @@ from keras_admm.plan import as_plan
 from keras_admm.pruning import GroupProjection, hard_prune, projection_masks
 from keras_admm.schedules import stage_plan
 from keras_admm.training.admm_wrapper import ADMMWrapper
+from keras_admm.training.checkpoint import read_checkpoint_state, write_checkpoint
 from keras_admm.training.masked_wrapper import MaskedWrapper
 
 __all__ = ["progressive_admm", "ProgressiveResult"]
@@ -330,15 +330,13 @@ class _Checkpoint:
                 f"progressive_admm: checkpoint must be a .keras path, got {path!r}."
             )
         self.path = path
-        self.state_path = path + ".json"
         self.phases = [list(p) for p in phases]
 
     def progress(self):
         """(phase, epochs done in it, histories) of a saved run, or zeros."""
-        if not os.path.exists(self.state_path) or not os.path.exists(self.path):
+        state = read_checkpoint_state(self.path)
+        if state is None:
             return 0, 0, []
-        with open(self.state_path) as f:
-            state = json.load(f)
         if state.get("phases") != self.phases:
             raise ValueError(
                 f"progressive_admm: the checkpoint {self.path} is of a run with "
@@ -359,19 +357,12 @@ class _Checkpoint:
                     histories.append({})
                 for key, value in (logs or {}).items():
                     histories[phase].setdefault(key, []).append(float(value))
-                # Write beside, then rename: an interrupted save never leaves
-                # a half-written checkpoint.
-                tmp = saver.path[: -len(".keras")] + ".tmp.keras"
-                self.model.save(tmp)
-                os.replace(tmp, saver.path)
                 state = {
                     "phases": saver.phases,
                     "phase": phase,
                     "epochs_done": epoch + 1,
                     "histories": histories,
                 }
-                with open(saver.state_path + ".tmp", "w") as f:
-                    json.dump(state, f)
-                os.replace(saver.state_path + ".tmp", saver.state_path)
+                write_checkpoint(self.model, saver.path, state)
 
         return _Save()

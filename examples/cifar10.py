@@ -140,6 +140,9 @@ _ADMM_STAGES = flags.DEFINE_integer(
 )
 _RHO = flags.DEFINE_float("rho", 0.3, "ADMM penalty rho at the start of each stage.")
 _RHO_MULTIPLIER = flags.DEFINE_float("rho_multiplier", 1.3, "rho growth per update.")
+_RHO_MAX = flags.DEFINE_float(
+    "rho_max", None, "Upper bound of rho's growth (default: the larger of 1 and --rho)."
+)
 _ADMM_UPDATES = flags.DEFINE_integer(
     "admm_updates", 4, "Z/U updates per progressive ADMM stage."
 )
@@ -162,6 +165,11 @@ flags.register_validator(
 flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay >= 0")
 flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs >= 0")
 flags.register_validator("rho_multiplier", lambda v: v >= 1, "--rho_multiplier >= 1")
+flags.register_multi_flags_validator(
+    ["rho", "rho_max"],
+    lambda v: v["rho_max"] is None or v["rho_max"] >= v["rho"],
+    "--rho_max must be >= --rho (leave it unset for the larger of 1 and --rho)",
+)
 flags.register_validator(
     "flops_reduction", lambda v: v > 1, "--flops_reduction must be > 1 (e.g. 2)"
 )
@@ -309,6 +317,11 @@ class Run:
     @property
     def steps_per_epoch(self):
         return len(self.data.x_train) // self.batch_size
+
+
+def _rho_max():
+    """--rho_max, or the larger of 1 (the library's default) and --rho."""
+    return _RHO_MAX.value if _RHO_MAX.value is not None else max(1.0, _RHO.value)
 
 
 def _floats(logs):
@@ -551,6 +564,7 @@ def stage_prune(run, model):
             masked_epochs=0,
             rho=_RHO.value,
             rho_multiplier=_RHO_MULTIPLIER.value,
+            rho_max=_rho_max(),
             updates_per_stage=_ADMM_UPDATES.value,
             graph=graph,
             checkpoint=checkpoint,
@@ -565,6 +579,7 @@ def stage_prune(run, model):
             "residuals_at_stage_end": result.residuals,
             "rho": _RHO.value,
             "rho_multiplier": _RHO_MULTIPLIER.value,
+            "rho_max": _rho_max(),
         }
     elif method == "gradual":
         callback = gradual.GradualPruning(

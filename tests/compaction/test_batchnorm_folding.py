@@ -77,8 +77,8 @@ def test_folds_each_layer_kind_exactly(producer, input_shape):
     _check_same(model, folded)
 
 
-def test_resnet20_folds_every_batchnorm_and_keeps_outputs():
-    model = models.resnet_cifar(depth=20)
+def test_resnet_folds_every_batchnorm_and_keeps_outputs():
+    model = models.resnet_cifar(depth=8, input_shape=(16, 16, 3))
     fuzz.randomize_weights(model, 0)
     bns = _bn_count(model)
     folded, folds, skipped = fold_batchnorm(model, return_folds=True)
@@ -92,7 +92,7 @@ def test_resnet20_folds_every_batchnorm_and_keeps_outputs():
 
 
 def test_compact_then_fold_matches_the_pruned_model():
-    model = models.resnet_cifar(depth=20)
+    model = models.resnet_cifar(depth=8, input_shape=(16, 16, 3))
     fuzz.randomize_weights(model, 2)
     plan = PruningPlan.uniform(model, "filter:0.5", skip_last=True)
     keras_admm.hard_prune(model, plan, graph=True)

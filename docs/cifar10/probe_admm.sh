@@ -22,6 +22,7 @@ flags_of() {
     # rho_max defaults to the larger of 1 and --rho: rho1 and rho3 hold rho there.
     rho1) echo "--rho 1.0" ;;               # default 0.3 growing to 0.86: a stronger pull to Z
     rho3) echo "--rho 3.0" ;;
+    rho01) echo "--rho 0.1" ;;              # a weaker pull (x1.3 per update, to 0.29)
     lr003) echo "--prune_learning_rate 0.03" ;;  # default 0.01 in the ADMM phase
     stages1) echo "--admm_stages 1" ;;      # plain ADMM at the final target
     growth2) echo "--rho_multiplier 2.0 --rho_max 10" ;; # default x1.3 per Z/U update

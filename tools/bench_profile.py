@@ -78,7 +78,8 @@ _MIN_TIME = common_flags.min_time_s(20.0, "Seconds per loop, at least.")
 _MAX_REL_DIFF = flags.DEFINE_float(
     "max_rel_diff",
     1e-4,
-    "Largest max|pruned - compact| / max|pruned| accepted (--forms=compact).",
+    "Largest relative output difference accepted: compact vs pruned (--forms=compact) "
+    "and folded vs unfolded (--batchnorm fold or both).",
 )
 _BATCHNORM = flags.DEFINE_enum(
     "batchnorm",

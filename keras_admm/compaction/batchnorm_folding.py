@@ -63,16 +63,47 @@ def _bn_axes(bn, rank):
     return sorted(a % rank for a in axis)
 
 
-def _why_not(producer, bn, consumers, outputs, node_ids):
-    """Why `bn` cannot fold into `producer` (a short reason), or None."""
+def _foldable_variables(producer, rule):
+    """Why `producer`'s variables cannot take a fold (a short reason), or None.
+
+    Only a plain kernel (+ depthwise kernel) and bias fold: LoRA factors add to
+    the kernel and a quantized kernel has its own scale, so both are refused.
+    """
+    name = producer.name
+    if getattr(producer, "lora_enabled", False):
+        return f"'{name}' has LoRA enabled (its factors would need the fold too)"
+    if getattr(producer, "quantization_mode", None):
+        return f"'{name}' is quantized ({producer.quantization_mode})"
+    if not hasattr(producer, "use_bias"):
+        return f"'{name}' ({type(producer).__name__}) has no use_bias option"
+    allowed = {rule.kernel, "bias"}
+    if rule.kind == "separable":
+        allowed.add("depthwise_kernel")
+    extra = sorted({v.name for v in producer.weights} - allowed)
+    if extra:
+        return f"'{name}' has variables the fold does not know: {', '.join(extra)}"
+    return None
+
+
+def _why_not(producer, bn, node, consumers, outputs, node_ids):
+    """Why `bn` (called at `node`) cannot fold into `producer`, or None."""
     rule = registry.channel_rule(producer)
     if rule is None or rule.kind not in _FOLDABLE_KINDS:
         return f"it reads {type(producer).__name__}, which has no foldable kernel"
     if registry.activation_name(producer) != "linear":
         return f"'{producer.name}' applies its activation before the BatchNorm"
-    node = _single_node(producer, node_ids)
-    if node is None or _single_node(bn, node_ids) is None:
-        return "a shared layer"
+    if node.arguments.kwargs.get("training", False) is not False:
+        return "it is called with training=True (batch statistics at inference)"
+    reason = _foldable_variables(producer, rule)
+    if reason is not None:
+        return reason
+    producer_node = _single_node(producer, node_ids)
+    if producer_node is None or _single_node(bn, node_ids) is None:
+        return (
+            f"'{producer.name}' or '{bn.name}' is called more than once (a shared "
+            "layer)"
+        )
+    node = producer_node
     out = node.output_tensors
     if len(out) != 1 or consumers.get(id(out[0]), 0) != 1 or id(out[0]) in outputs:
         return f"another layer (or a model output) also reads '{producer.name}'"
@@ -82,6 +113,17 @@ def _why_not(producer, bn, consumers, outputs, node_ids):
             f"it normalizes axis {bn.axis}, not the channel axis of '{producer.name}'"
         )
     return None
+
+
+def _inner_batchnorms(model):
+    """Names of the BatchNormalizations inside a nested model, at any depth."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            names.append(layer.name)
+        elif isinstance(layer, keras.Model):
+            names += _inner_batchnorms(layer)
+    return names
 
 
 def _bn_scale_shift(bn):
@@ -132,7 +174,10 @@ def fold_batchnorm(model, return_folds=False):
     linear activation, nothing else reading it, the channel axis normalized) is
     removed and folded into that layer's kernel and bias. The input model is
     not modified. Use it on the model you deploy or time on TensorFlow; it
-    cannot be trained as a BatchNorm model any more.
+    cannot be trained as a BatchNorm model any more. Left as they are, each
+    with its reason in `return_folds`: BatchNorms after a shared layer, an
+    activation, a layer with LoRA or a quantized kernel, ones called with
+    training=True, subclasses, and those inside nested models.
 
     Args:
         model: a built Sequential or functional keras.Model (e.g. the output of
@@ -168,10 +213,19 @@ def fold_batchnorm(model, return_folds=False):
     folds, skipped, folded_into = [], [], {}
     for node in nodes:
         bn = node.operation
+        if isinstance(bn, keras.Model):
+            skipped += [
+                (name, f"inside the nested model '{bn.name}'")
+                for name in _inner_batchnorms(bn)
+            ]
+            continue
+        if not isinstance(bn, keras.layers.BatchNormalization):
+            continue
         if type(bn) is not keras.layers.BatchNormalization:
+            skipped.append((bn.name, f"a {type(bn).__name__}, not BatchNormalization"))
             continue
         producer = node.input_tensors[0]._keras_history.operation
-        reason = _why_not(producer, bn, consumers, outputs, node_ids)
+        reason = _why_not(producer, bn, node, consumers, outputs, node_ids)
         if reason is None and id(node.output_tensors[0]) in outputs:
             reason = "its output is a model output (its name would be lost)"
         if reason is not None:

@@ -1,7 +1,9 @@
-"""Per-epoch checkpoints: a .keras model and its JSON state, never half-written.
+"""Per-epoch checkpoints: a .keras model and its JSON state, each never half-written.
 
-Both files are written beside their final names and renamed into place, so an
-interrupted save leaves the previous checkpoint whole. `progressive_admm` and
+Each file is written beside its final name and renamed into place, so an
+interrupted save never leaves a truncated file. The two renames are not one
+step: a crash between them leaves the new model beside the previous state (a
+resumed run then trains one epoch more than it counts). `progressive_admm` and
 examples/cifar10.py resume from them.
 
 Example:

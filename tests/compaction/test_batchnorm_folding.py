@@ -77,7 +77,12 @@ def test_folds_each_layer_kind_exactly(producer, input_shape):
     _check_same(model, folded)
 
 
-def test_resnet_folds_every_batchnorm_and_keeps_outputs():
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the ResNet integration runs in the tensorflow pass (30 s on JAX); "
+    "every layer kind's fold is checked on every backend above",
+)
+def test_resnet_folds_every_batchnorm_before_and_after_compact():
     model = models.resnet_cifar(depth=8, input_shape=(16, 16, 3))
     fuzz.randomize_weights(model, 0)
     bns = _bn_count(model)
@@ -90,10 +95,7 @@ def test_resnet_folds_every_batchnorm_and_keeps_outputs():
     kept = {la.name for la in model.layers} - {bn for bn, _ in folds}
     assert {la.name for la in folded.layers} == kept
 
-
-def test_compact_then_fold_matches_the_pruned_model():
-    model = models.resnet_cifar(depth=8, input_shape=(16, 16, 3))
-    fuzz.randomize_weights(model, 2)
+    # Pruned, compacted, then folded: still the pruned model's outputs.
     plan = PruningPlan.uniform(model, "filter:0.5", skip_last=True)
     keras_admm.hard_prune(model, plan, graph=True)
     folded = fold_batchnorm(keras_admm.compact(model))
@@ -194,3 +196,56 @@ def test_rejects_a_subclassed_model():
 
     with pytest.raises(TypeError, match="subclassed"):
         fold_batchnorm(Net())
+
+
+def test_channels_first_and_a_batchnorm_without_scale_or_center():
+    inputs = keras.Input((4, 12))
+    x = layers.Conv1D(5, 3, data_format="channels_first", name="conv")(inputs)
+    x = layers.BatchNormalization(axis=1, name="bn")(x)
+    y = layers.Conv1D(5, 3, name="conv2")(x)
+    y = layers.BatchNormalization(center=False, scale=False, name="bn2")(y)
+    model = keras.Model(inputs, layers.ReLU()(y))
+    fuzz.randomize_weights(model, 10)
+    folded, folds, skipped = fold_batchnorm(model, return_folds=True)
+    assert sorted(folds) == [("bn", "conv"), ("bn2", "conv2")] and skipped == []
+    _check_same(model, folded)
+
+
+def test_skips_lora_and_quantized_kernels():
+    model = _conv_bn(layers.Dense(6, name="dense"), (4,))
+    model.get_layer("dense").enable_lora(2)
+    lora_b = model.get_layer("dense").lora_kernel_b
+    lora_b.assign(np.ones(lora_b.shape, "float32"))  # the factors add to the kernel
+    assert "LoRA" in _skip_reason(model)
+    model = _conv_bn(layers.Dense(6, name="dense"), (4,))
+    model.get_layer("dense").quantize("int8")
+    assert "quantized" in _skip_reason(model)
+
+
+def test_skips_training_true_subclasses_and_nested_models():
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, name="conv")(inputs)
+    x = layers.BatchNormalization(name="bn")(x, training=True)
+    model = keras.Model(inputs, layers.ReLU()(x))
+    fuzz.randomize_weights(model, 11)
+    folded, folds, skipped = fold_batchnorm(model, return_folds=True)
+    assert folds == [] and "training=True" in skipped[0][1]
+    x = _x(model)
+    np.testing.assert_allclose(to_numpy(folded(x)), to_numpy(model(x)), atol=1e-5)
+
+    class MyBatchNorm(layers.BatchNormalization):
+        pass
+
+    inner = _conv_bn(layers.Conv2D(4, 3, name="conv"), (8, 8, 3), name="backbone")
+    inputs = keras.Input((8, 8, 3))
+    x = inner(inputs)
+    x = layers.Conv2D(2, 1, name="head")(x)
+    x = MyBatchNorm(name="mine")(x)
+    model = keras.Model(inputs, layers.ReLU()(x))
+    fuzz.randomize_weights(model, 12)
+    folded, folds, skipped = fold_batchnorm(model, return_folds=True)
+    reasons = dict(skipped)
+    assert folds == [] and set(reasons) == {"bn", "mine"}
+    assert "nested model 'backbone'" in reasons["bn"]
+    assert "MyBatchNorm" in reasons["mine"]
+    _check_same(model, folded)

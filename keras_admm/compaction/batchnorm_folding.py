@@ -92,7 +92,8 @@ def _why_not(producer, bn, node, consumers, outputs, node_ids):
         return f"it reads {type(producer).__name__}, which has no foldable kernel"
     if registry.activation_name(producer) != "linear":
         return f"'{producer.name}' applies its activation before the BatchNorm"
-    if node.arguments.kwargs.get("training", False) is not False:
+    training = node.arguments.kwargs.get("training")
+    if training is not None and training is not False:
         return "it is called with training=True (batch statistics at inference)"
     reason = _foldable_variables(producer, rule)
     if reason is not None:

@@ -37,7 +37,7 @@ import keras
 import numpy as np
 
 from keras_admm import registry
-from keras_admm.compaction.rebuild import clone_layer
+from keras_admm.compaction.rebuild import clone_layer, rebuild_model
 from keras_admm.graph import check_graph_model
 
 __all__ = ["fold_batchnorm"]
@@ -236,53 +236,17 @@ def fold_batchnorm(model, return_folds=False):
         folds.append((bn.name, producer.name))
     removed = {id(bn) for bn in folded_into.values()}
 
-    tensor_map, new_inputs = {}, []
-    for x in functional.inputs:
-        new = keras.Input(
-            batch_shape=tuple(x.shape),
-            dtype=x.dtype,
-            name=x._keras_history.operation.name,
-        )
-        tensor_map[id(x)] = new
-        new_inputs.append(new)
-    made = {}
-    for node in nodes:
+    def make_layer(node):
         layer = node.operation
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if id(layer) in removed:  # the producer already computes bn(x)
-            tensor_map[id(node.output_tensors[0])] = tensor_map[
-                id(node.input_tensors[0])
-            ]
-            continue
-        if id(layer) not in made:
-            config, values = None, None
-            if id(layer) in folded_into:
-                config, values = _folded_weights(layer, folded_into[id(layer)])
-            elif isinstance(layer, keras.Layer):
-                values = layer.get_weights()
-            made[id(layer)] = [clone_layer(layer, config, _WHAT), values]
-        new_layer, values = made[id(layer)]
-        args, kwargs = node.arguments.fill_in(tensor_map)
-        result = new_layer(*args, **kwargs)
-        for old, new in zip(node.output_tensors, keras.tree.flatten(result)):
-            tensor_map[id(old)] = new
-        if values is not None:
-            _assign(new_layer, values)
-            made[id(layer)][1] = None
-    new_outputs = [tensor_map[id(x)] for x in functional.outputs]
-    inputs = keras.tree.pack_sequence_as(functional._inputs_struct, new_inputs)
-    new_outputs = keras.tree.pack_sequence_as(functional._outputs_struct, new_outputs)
-    folded = keras.Model(inputs, new_outputs, name=model.name)
+        if id(layer) in folded_into:
+            config, values = _folded_weights(layer, folded_into[id(layer)])
+            return clone_layer(layer, config, _WHAT), values
+        values = layer.get_weights() if isinstance(layer, keras.Layer) else None
+        return clone_layer(layer, None, _WHAT), values
+
+    folded = rebuild_model(
+        functional, nodes, make_layer, model.name, _WHAT, passthrough=removed
+    )
     if return_folds:
         return folded, folds, skipped
     return folded
-
-
-def _assign(layer, values):
-    if isinstance(values, list):
-        if values:
-            layer.set_weights(values)
-        return
-    for variable in layer.weights:
-        variable.assign(values[variable.name].astype(variable.dtype))

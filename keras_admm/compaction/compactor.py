@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from keras_admm.compaction.layers import ColumnSparseConv2D, same_padding
-from keras_admm.compaction.rebuild import clone_layer
+from keras_admm.compaction.rebuild import clone_layer, rebuild_model
 from keras_admm.compaction.summary import build_summary
 from keras_admm.graph import DependencyGraph, check_graph_model
 from keras_admm.pruning import selection
@@ -418,54 +418,15 @@ class _Compactor:
         return np.flatnonzero(self.kept_class[g.element_class[g.elements(t)]])
 
     def rebuild(self):
-        g = self.graph
-        functional = g.functional
-        tensor_map = {}
-        new_inputs = []
-        for x in functional.inputs:
-            history = x._keras_history
-            layer = history.operation
-            new = keras.Input(
-                batch_shape=tuple(x.shape), dtype=x.dtype, name=layer.name
-            )
-            tensor_map[id(x)] = new
-            new_inputs.append(new)
-        self.new_layers = {}
+        state_of = {id(state.info.node): state for state in self.states}
         self.choices = {}
-        for state in self.states:
-            info = state.info
-            layer = info.layer
-            key = id(layer)
-            if key not in self.new_layers:
-                self.new_layers[key] = self._make_layer(state)
-            new_layer, values = self.new_layers[key]
-            args, kwargs = info.node.arguments.fill_in(tensor_map)
-            outputs = new_layer(*args, **kwargs)
-            for old, new in zip(info.node.output_tensors, keras.tree.flatten(outputs)):
-                tensor_map[id(old)] = new
-            if values is not None:
-                self._assign(new_layer, values)
-                self.new_layers[key] = (new_layer, None)
-        outputs = [tensor_map[id(x)] for x in functional.outputs]
-        inputs = keras.tree.pack_sequence_as(functional._inputs_struct, new_inputs)
-        outputs = keras.tree.pack_sequence_as(functional._outputs_struct, outputs)
-        return keras.Model(inputs, outputs, name=self.model.name)
-
-    @staticmethod
-    def _assign(layer, values):
-        if isinstance(values, list):
-            layer.set_weights(values)
-            return
-        for variable in layer.weights:
-            value = values.get(variable.name)
-            if value is None or tuple(value.shape) != tuple(variable.shape):
-                raise RuntimeError(
-                    f"compact() could not set '{variable.path}' of layer "
-                    f"'{layer.name}': computed "
-                    f"{None if value is None else tuple(value.shape)}, variable "
-                    f"{tuple(variable.shape)}. Please report this with the model."
-                )
-            variable.assign(value.astype(variable.dtype))
+        return rebuild_model(
+            self.graph.functional,
+            [state.info.node for state in self.states],
+            lambda node: self._make_layer(state_of[id(node)]),
+            self.model.name,
+            "compact()",
+        )
 
     def _make_layer(self, state):
         """(new layer, {weight name: value} to assign after the first call)."""

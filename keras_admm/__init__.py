@@ -50,6 +50,7 @@ _EXPORTS = {
     "hard_prune": "keras_admm.pruning",
     "masks_from_model": "keras_admm.pruning",
     "one_shot_prune": "keras_admm.pruning.one_shot",
+    "recalibrate_batchnorm": "keras_admm.pruning",
     "sparsity_report": "keras_admm.pruning",
     # compaction, export, profiling
     "CompactionSummary": "keras_admm.compaction",

@@ -2,8 +2,8 @@
 stale BatchNorm statistics?
 
 Every BatchNorm's moving mean and variance is recomputed from 2,000 training
-images in one training-mode call (momentum 0, no weight changes), then the
-validation split is scored again. From the repository root:
+images in one training-mode batch (`keras_admm.recalibrate_batchnorm`, no
+weight changes), then the validation split is scored again. From the repository root:
 
     .venv/bin/python docs/cifar10/bn_recalibration_probe.py \
         runs/cifar10/resnet20_admm_3x runs/cifar10/resnet20_gradual_3x
@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from cifar10_data import load_cifar10  # noqa: E402
 
-import keras_admm  # noqa: E402, F401 - registers the wrappers for loading
+import keras_admm  # noqa: E402 - also registers the wrappers for loading
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10")
 CALIBRATION_IMAGES = 2000
@@ -44,10 +44,9 @@ def main(run_dirs):
     for run in run_dirs:
         model = keras.saving.load_model(f"{run}/pruned.keras", compile=False)
         before = validation_accuracy(model, data)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.0  # the next training-mode call sets the stats
-        model(calibration, training=True)
+        keras_admm.recalibrate_batchnorm(
+            model, calibration, batch_size=len(calibration)
+        )
         after = validation_accuracy(model, data)
         results[run] = {"before": before, "after_recalibration": after}
         print(f"{run}: validation {100 * before:.2f}% -> {100 * after:.2f}%")

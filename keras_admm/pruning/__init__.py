@@ -2,7 +2,8 @@
 
 `selection` is the one channel-selection core; `masks` hard-prunes a model
 (per layer or per channel group); `group_projection` is the group-aware ADMM
-Z-step; `report` counts what a pruning removed.
+Z-step; `report` counts what a pruning removed; `recalibration` recomputes the
+BatchNorm statistics a prune left stale.
 """
 
 from keras_admm.pruning.group_projection import GroupProjection
@@ -13,15 +14,18 @@ from keras_admm.pruning.masks import (
     masks_from_model,
     projection_masks,
 )
+from keras_admm.pruning.recalibration import Recalibration, recalibrate_batchnorm
 from keras_admm.pruning.report import SparsityReport, sparsity_report
 
 __all__ = [
     "GroupProjection",
+    "Recalibration",
     "SparsityReport",
     "apply_masks",
     "group_masks",
     "hard_prune",
     "masks_from_model",
     "projection_masks",
+    "recalibrate_batchnorm",
     "sparsity_report",
 ]

@@ -31,12 +31,14 @@ def smoke_command(output_dir, *flags):
 
 @needs_cifar10
 def test_cifar10_smoke_runs_every_stage(tmp_path):
-    command = smoke_command(tmp_path, "--flops_reduction=2")
+    command = smoke_command(tmp_path, "--flops_reduction=2", "--recalibrate_bn")
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data: npz shards" in result.stdout
     with open(tmp_path / "report.json") as f:
         report = json.load(f)
+    assert report["prune"]["recalibrate_bn"] is True
+    assert 0.0 <= report["prune"]["validation_after_hard_prune_recalibrated"] <= 1.0
     for stage in ("dense", "prune", "retrain", "compact", "export", "profile"):
         assert stage in report, stage
     compact = report["compact"]

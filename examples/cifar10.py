@@ -153,6 +153,18 @@ _RECALIBRATE_BN = flags.DEFINE_bool(
     "--recalibration_images training images before masked retraining (the "
     "report always gives the validation accuracy with them recomputed).",
 )
+_DISTILL = flags.DEFINE_bool(
+    "distill",
+    False,
+    "Masked retraining learns from the dense model's outputs too (knowledge "
+    "distillation, examples/distillation.py); each step also runs the dense model.",
+)
+_DISTILL_TEMPERATURE = flags.DEFINE_float(
+    "distill_temperature", 4.0, "Softmax temperature of the distillation."
+)
+_DISTILL_ALPHA = flags.DEFINE_float(
+    "distill_alpha", 0.9, "Weight of the distillation term (1 - it: the labels)."
+)
 _RECALIBRATION_IMAGES = flags.DEFINE_integer(
     "recalibration_images", 2000, "Training images for the BatchNorm recalibration."
 )
@@ -165,7 +177,13 @@ for _flag in ("pretrain_epochs", "admm_stages", "admm_updates", "recalibration_i
     flags.register_validator(_flag, lambda v: v >= 1, f"--{_flag} must be >= 1")
 for _flag in ("prune_epochs", "retrain_epochs", "validation_size"):
     flags.register_validator(_flag, lambda v: v >= 0, f"--{_flag} must be >= 0")
-for _flag in ("learning_rate", "prune_learning_rate", "retrain_learning_rate", "rho"):
+for _flag in (
+    "learning_rate",
+    "prune_learning_rate",
+    "retrain_learning_rate",
+    "rho",
+    "distill_temperature",
+):
     flags.register_validator(_flag, lambda v: v > 0, f"--{_flag} must be > 0")
 flags.register_validator(
     "sparsity",
@@ -173,6 +191,9 @@ flags.register_validator(
     f"--sparsity must be one of {', '.join(SPARSITY_TYPES)}",
 )
 flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay >= 0")
+flags.register_validator(
+    "distill_alpha", lambda v: 0 <= v <= 1, "--distill_alpha must be in [0, 1]"
+)
 flags.register_validator("warmup_epochs", lambda v: v >= 0, "--warmup_epochs >= 0")
 flags.register_validator("rho_multiplier", lambda v: v >= 1, "--rho_multiplier >= 1")
 flags.register_multi_flags_validator(
@@ -682,7 +703,7 @@ def _floats_lists(history):
 
 
 # ----------------------------------------------------------------- retrain
-def stage_retrain(run, model, plan):
+def stage_retrain(run, model, plan, dense_path):
     import keras
 
     import keras_admm
@@ -693,21 +714,50 @@ def stage_retrain(run, model, plan):
     )
     graph = keras_admm.DependencyGraph.from_model(model)
 
+    trained = model  # what model.fit trains: the model, or it beside its teacher
+    if _DISTILL.value:
+        from distillation import DistillationLoss, student_accuracy, with_teacher
+
+        if not os.path.exists(dense_path):
+            raise FileNotFoundError(
+                f"--distill learns from the dense model, and {dense_path} does not "
+                "exist: pass --dense_model, or run the pretrain stage in --output_dir."
+            )
+        trained = with_teacher(model, load_dense(dense_path))
+        classes = model.output_shape[-1]
+        loss = DistillationLoss(
+            classes, _DISTILL_TEMPERATURE.value, _DISTILL_ALPHA.value
+        )
+
     def compile_masked():
         # The pruned weights are exact zeros: their masks are the plan's.
         masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
         optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
-        compile_model(model, optimizer)
+        if trained is model:
+            compile_model(model, optimizer)
+        else:
+            trained.compile(optimizer, loss=loss, metrics=[student_accuracy(classes)])
 
     keras.utils.set_random_seed(_SEED.value + 1)
     start = time.time()
-    history = run.fit(model, "retrain", epochs, compile_masked) if epochs else []
+    history = run.fit(trained, "retrain", epochs, compile_masked) if epochs else []
     if not epochs:
         compile_masked()
+    if trained is not model:
+        compile_model(model, "sgd")  # the student alone, for evaluation
     model.save(run.path("retrained.keras"))
     run.report["retrain"] = {
         "epochs": epochs,
         "learning_rate": _RETRAIN_LEARNING_RATE.value,
+        "distillation": (
+            {
+                "teacher": dense_path,
+                "temperature": _DISTILL_TEMPERATURE.value,
+                "alpha": _DISTILL_ALPHA.value,
+            }
+            if _DISTILL.value
+            else None
+        ),
         "accuracy": run.accuracy(model),
         "seconds": round(time.time() - start, 1),
         "history": history,
@@ -954,7 +1004,7 @@ def main(argv):
             model = keras.saving.load_model(run.path("pruned.keras"))
         if plan is None:
             plan = keras_admm.PruningPlan.from_json(run.path("plan.json"))
-        model = stage_retrain(run, model, plan)
+        model = stage_retrain(run, model, plan, dense_path)
     if "compact" in stages:
         if model is None:
             model = keras.saving.load_model(run.path("retrained.keras"))

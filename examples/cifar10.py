@@ -644,9 +644,11 @@ def stage_prune(run, model):
         details = {"norm": norm}
     # Every method ends exactly on the plan's kept groups.
     keras_admm.hard_prune(model, plan, graph=graph)
-    model.save(run.path("pruned.keras"))
     after_hard_prune = run.accuracy(model)
     recalibrated = recalibrated_accuracy(run, model, keep=_RECALIBRATE_BN.value)
+    # With --recalibrate_bn the saved model holds the recomputed statistics, so a
+    # later --stages retrain (or --resume) starts from them too.
+    model.save(run.path("pruned.keras"))
     run.report["prune"] = {
         "method": method,
         "sparsity": _SPARSITY.value,
@@ -668,34 +670,36 @@ def stage_prune(run, model):
 
 
 def recalibrated_accuracy(run, model, keep):
-    """Validation accuracy with every BatchNorm's statistics recomputed from a
-    fixed random subset of the training images; keep=False puts the old ones back."""
+    """Validation accuracy (None without a validation split) with every
+    BatchNorm's statistics recomputed from a fixed random subset of the training
+    images; keep=False puts the old statistics back afterwards."""
     import keras
     import numpy as np
 
     import keras_admm
 
     d = run.data
-    if d.x_val is None or not len(d.x_val):
-        return None
-    batchnorms = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    layers = [v for bn in batchnorms for v in (bn.moving_mean, bn.moving_variance)]
-    saved = [keras.ops.convert_to_numpy(v) for v in layers]
-    rng = np.random.default_rng(_SEED.value)
-    count = min(_RECALIBRATION_IMAGES.value, len(d.x_train))
-    rows = np.sort(rng.choice(len(d.x_train), count, replace=False))
-    keras_admm.recalibrate_batchnorm(model, d.x_train[rows].astype("float32"))
-    scores = model.evaluate(
-        d.x_val.astype("float32"), d.y_val, batch_size=500, verbose=0, return_dict=True
-    )
-    if not keep:
-        for variable, value in zip(layers, saved):
-            variable.assign(value)
-    return float(scores["accuracy"])
+    variables = model.non_trainable_variables  # the moving statistics among them
+    saved = [keras.ops.convert_to_numpy(v) for v in variables]
+    try:
+        rng = np.random.default_rng(_SEED.value)
+        count = min(_RECALIBRATION_IMAGES.value, len(d.x_train))
+        rows = np.sort(rng.choice(len(d.x_train), count, replace=False))
+        keras_admm.recalibrate_batchnorm(model, d.x_train[rows].astype("float32"))
+        if d.x_val is None or not len(d.x_val):
+            return None
+        scores = model.evaluate(
+            d.x_val.astype("float32"),
+            d.y_val,
+            batch_size=500,
+            verbose=0,
+            return_dict=True,
+        )
+        return float(scores["accuracy"])
+    finally:
+        if not keep:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
 
 
 def _floats_lists(history):

@@ -20,8 +20,10 @@ from keras import ops
 def with_teacher(student, teacher):
     """A model of `student`'s input whose output is [student logits | teacher logits].
 
-    The teacher is frozen (its BatchNorms run in inference mode); the student's
-    variables are the ones trained. Both take the same input and give logits.
+    The teacher's layers are frozen (`trainable = False`, on the model passed
+    in: its BatchNorms then run in inference mode); the student's variables are
+    the ones trained. Both take the same input and give logits. A Dropout inside
+    the teacher would still be active in training (ResNets and VGG here have none).
     """
     if tuple(student.input_shape) != tuple(teacher.input_shape):
         raise ValueError(

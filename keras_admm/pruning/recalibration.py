@@ -12,6 +12,7 @@ recomputes them from a few batches of training data, changing nothing else
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 
 import keras
@@ -43,9 +44,11 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
         model.evaluate(x_val, y_val)                  # no stale statistics
 
     Args:
-      model: a built Keras model; BatchNorms inside nested models count too.
+      model: a built Keras model; BatchNorms inside nested models and custom
+        layers count too.
       data: a NumPy array (or a list / dict of arrays for several inputs), split
-        into batches of `batch_size`; or a `tf.data.Dataset` or any iterable of
+        into batches of `batch_size` (a last batch of one sample joins the one
+        before); or a `tf.data.Dataset` or any iterable of
         batches, each `x` or `(x, y[, sample_weight])` as `model.fit` takes them
         (labels are not used).
       batch_size: batch size for array data (at least 2).
@@ -56,8 +59,14 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
 
     Raises:
       ValueError: `data` holds no samples, `batch_size` or `steps` is not
-        positive, or a BatchNorm is called more than once in the model (its
-        moving statistics cannot serve two inputs).
+        positive, a BatchNorm runs more than once (or not at all) in one call
+        of the model (one set of moving statistics cannot serve two inputs),
+        or a BatchNorm uses renorm=True.
+      TypeError: `data` is a tuple (pass the inputs alone, or a dataset).
+
+    Dropout layers and seed generators advance their random state. A BatchNorm
+    whose input carries a Keras mask is weighted by batch size, not by the
+    unmasked count. On any error every BatchNorm is put back as it was.
     """
     if batch_size < 2:
         raise ValueError(
@@ -78,28 +87,36 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
         )
         return Recalibration(layers=(), batches=0, samples=0)
     for layer in layers:
-        if len(getattr(layer, "_inbound_nodes", ())) > 1:
+        if getattr(layer, "renorm", False):
             raise ValueError(
-                f"recalibrate_batchnorm: BatchNormalization '{layer.name}' is "
-                f"called {len(layer._inbound_nodes)} times in '{model.name}'; one "
-                "set of moving statistics cannot be recomputed for several inputs. "
-                "Give each call its own BatchNormalization layer."
+                f"recalibrate_batchnorm: BatchNormalization '{layer.name}' uses "
+                "renorm=True, whose statistics it does not recompute; recalibrate "
+                "a model without batch renormalization."
             )
     saved = [
         (layer.momentum, layer.trainable, _stats(layer)) for layer in layers
     ]  # put back whatever happens, so an error leaves the model as it was
+    calls = [0] * len(layers)
     sums = [None] * len(layers)
     batches = samples = 0
     try:
-        for layer in layers:
+        for i, layer in enumerate(layers):
             layer.momentum = 0.0  # a training-mode call stores the batch statistics
             layer.trainable = True  # a frozen BatchNorm runs in inference mode
-        for x in _batches(data, batch_size):
-            if steps is not None and batches >= steps:
-                break
+            layer.call = _counted(layer.call, calls, i)
+        for x in itertools.islice(_batches(data, batch_size), steps):
             n = _batch_size_of(x)
+            calls[:] = [0] * len(layers)
             model(x, training=True)
             for i, layer in enumerate(layers):
+                if calls[i] != 1:
+                    raise ValueError(
+                        f"recalibrate_batchnorm: BatchNormalization '{layer.name}' "
+                        f"ran {calls[i]} times in one call of '{model.name}'; one "
+                        "set of moving statistics cannot be recomputed for "
+                        f"{'no input' if not calls[i] else 'several inputs'}. "
+                        "Give each call its own BatchNormalization layer."
+                    )
                 mean = keras.ops.convert_to_numpy(layer.moving_mean).astype(np.float64)
                 var = keras.ops.convert_to_numpy(layer.moving_variance).astype(
                     np.float64
@@ -134,9 +151,22 @@ def _stats(layer):
     )
 
 
+def _counted(call, calls, index):
+    """`call`, counting its runs in calls[index] (an instance attribute that
+    shadows the class's `call` until `_restore` deletes it)."""
+
+    def counted(*args, **kwargs):
+        calls[index] += 1
+        return call(*args, **kwargs)
+
+    return counted
+
+
 def _restore(layers, saved, new_stats):
-    """Puts back momentum and trainable, and the old statistics or `new_stats`."""
+    """Puts back call, momentum and trainable, and the old statistics or
+    `new_stats`."""
     for i, (layer, (momentum, trainable, old)) in enumerate(zip(layers, saved)):
+        layer.__dict__.pop("call", None)
         layer.momentum = momentum
         layer.trainable = trainable
         mean, variance = old if new_stats is None else new_stats[i]
@@ -147,24 +177,43 @@ def _restore(layers, saved, new_stats):
 
 
 def _batchnorms(model):
-    """Every BatchNormalization in `model`, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found += _batchnorms(layer)
+    """Every BatchNormalization in `model`, inside nested models and layers too,
+    in the order of the model's layers."""
+    found, seen = [], set()
+
+    def walk(layer):
+        if isinstance(layer, keras.Model):
+            children = layer.layers
+        else:
+            children = layer._flatten_layers(include_self=False, recursive=False)
+        for child in children:
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, keras.layers.BatchNormalization):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(model)
     return found
 
 
 def _batches(data, batch_size):
     """Yields the model inputs of each batch."""
+    if isinstance(data, tuple):
+        raise TypeError(
+            "recalibrate_batchnorm: `data` is a tuple; pass the inputs alone (an "
+            "array, or a list / dict of arrays for several inputs), or a dataset "
+            "of (x, y) batches. Labels are not used."
+        )
     if isinstance(data, (np.ndarray, list, dict)) or keras.ops.is_tensor(data):
         total = _batch_size_of(data)
-        for start in range(0, total, batch_size):
-            yield keras.tree.map_structure(
-                lambda a, s=start: a[s : s + batch_size], data
-            )
+        starts = list(range(0, total, batch_size))
+        if len(starts) > 1 and total - starts[-1] == 1:
+            starts.pop()  # no batch of one sample: the last batch takes it
+        for start, end in zip(starts, starts[1:] + [total]):
+            yield keras.tree.map_structure(lambda a, s=start, e=end: a[s:e], data)
         return
     for batch in data:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)

@@ -61,6 +61,15 @@ def test_cifar10_smoke_runs_every_stage(tmp_path):
     x = np.full((1, 32, 32, 3), 255.0, "float32")
     assert np.isfinite(np.asarray(small(x))).all()
     assert (tmp_path / "report.md").read_text().startswith("# CIFAR-10 run")
+    # Masked retraining again, now distilled from the dense model of the run.
+    command = smoke_command(tmp_path, "--stages=retrain", "--distill")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "report.json") as f:
+        retrain = json.load(f)["retrain"]
+    assert retrain["distillation"]["teacher"].endswith("resnet20_dense.keras")
+    assert retrain["distillation"]["alpha"] == 0.9
+    assert 0.0 <= retrain["accuracy"]["test"] <= 1.0
 
 
 @needs_cifar10

@@ -214,8 +214,82 @@ def test_shared_batchnorm_is_refused_with_its_name():
     bn = keras.layers.BatchNormalization(name="shared_bn")
     a = keras.layers.Dense(4)(inputs)
     model = keras.Model(inputs, keras.layers.Add()([bn(a), bn(inputs)]))
-    with pytest.raises(ValueError, match="'shared_bn' is called 2 times"):
+    snapshot = weights_snapshot(model)
+    with pytest.raises(ValueError, match="'shared_bn' ran 2 times"):
         keras_admm.recalibrate_batchnorm(model, np.ones((4, 4), "float32"))
+    assert_weights_equal(model, snapshot)
+
+
+def test_a_nested_model_called_twice_is_refused():
+    inner = conv_bn_model("inner")
+    inputs = [keras.Input((8, 8, 3)), keras.Input((8, 8, 3))]
+    siamese = keras.Model(
+        inputs, keras.layers.Add()([inner(inputs[0]), inner(inputs[1])])
+    )
+    x = images(8)
+    with pytest.raises(ValueError, match="'bn1' ran 2 times"):
+        keras_admm.recalibrate_batchnorm(siamese, [x, x])
+    assert "call" not in inner.get_layer("bn1").__dict__  # the class's call is back
+
+
+def test_sequential_built_with_add_and_a_second_model_on_its_layers():
+    model = keras.Sequential()
+    model.add(keras.Input((8, 8, 3)))
+    model.add(keras.layers.Conv2D(4, 3, name="conv"))
+    model.add(keras.layers.BatchNormalization(name="bn"))
+    keras.Model(model.inputs, model.layers[0].output)  # another model, same layers
+    stale(model)
+    x = images(20)
+    result = keras_admm.recalibrate_batchnorm(model, x, batch_size=8)
+    assert result.layers == ("bn",)
+    mean, _ = moments(to_numpy(model.layers[0](x)))
+    np.testing.assert_allclose(stats(model.layers[1])[0], mean, rtol=1e-4, atol=1e-5)
+
+
+class NormedDense(keras.layers.Layer):
+    """A custom layer that owns a BatchNormalization."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(3)
+        self.bn = keras.layers.BatchNormalization(name="inner_bn")
+
+    def call(self, x, training=None):
+        return self.bn(self.dense(x), training=training)
+
+
+def test_batchnorm_inside_a_custom_layer():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, NormedDense()(inputs))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32") + 3
+    result = keras_admm.recalibrate_batchnorm(model, x, batch_size=16)
+    assert result.layers == ("inner_bn",)
+    dense = model.layers[1].dense
+    mean, variance = moments(to_numpy(dense(x)))
+    np.testing.assert_allclose(stats(model.layers[1].bn)[1], variance, rtol=1e-4)
+
+
+def test_a_last_batch_of_one_joins_the_batch_before():
+    model, x = conv_bn_model(), images(17)
+    result = keras_admm.recalibrate_batchnorm(model, x, batch_size=8)
+    assert (result.batches, result.samples) == (2, 17)
+
+
+def test_steps_takes_no_batch_beyond_them():
+    taken = []
+
+    def batches():
+        for i in range(5):
+            taken.append(i)
+            yield images(4, seed=i)
+
+    keras_admm.recalibrate_batchnorm(conv_bn_model(), batches(), steps=2)
+    assert taken == [0, 1]
+
+
+def test_a_tuple_is_refused():
+    with pytest.raises(TypeError, match="is a tuple; pass the inputs alone"):
+        keras_admm.recalibrate_batchnorm(conv_bn_model(), (images(4), np.zeros(4)))
 
 
 def test_a_model_without_batchnorm_warns_and_is_untouched():

@@ -153,6 +153,9 @@ _RECALIBRATE_BN = flags.DEFINE_bool(
     "--recalibration_images training images before masked retraining (the "
     "report always gives the validation accuracy with them recomputed).",
 )
+_RECALIBRATION_IMAGES = flags.DEFINE_integer(
+    "recalibration_images", 2000, "Training images for the BatchNorm recalibration."
+)
 _DISTILL = flags.DEFINE_bool(
     "distill",
     False,
@@ -164,9 +167,6 @@ _DISTILL_TEMPERATURE = flags.DEFINE_float(
 )
 _DISTILL_ALPHA = flags.DEFINE_float(
     "distill_alpha", 0.9, "Weight of the distillation term (1 - it: the labels)."
-)
-_RECALIBRATION_IMAGES = flags.DEFINE_integer(
-    "recalibration_images", 2000, "Training images for the BatchNorm recalibration."
 )
 # compact / profile
 _ALIGN = common_flags.align(1)

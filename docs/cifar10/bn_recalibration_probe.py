@@ -3,7 +3,8 @@ stale BatchNorm statistics?
 
 Every BatchNorm's moving mean and variance is recomputed from 2,000 training
 images in one training-mode batch (`keras_admm.recalibrate_batchnorm`, no
-weight changes), then the validation split is scored again. From the repository root:
+weight changes), then the validation split is scored again. Each run's result is added to
+docs/cifar10/bn_recalibration_probe.json (earlier runs stay). From the repository root:
 
     .venv/bin/python docs/cifar10/bn_recalibration_probe.py \
         runs/cifar10/resnet20_admm_3x runs/cifar10/resnet20_gradual_3x
@@ -50,7 +51,11 @@ def main(run_dirs):
         after = validation_accuracy(model, data)
         results[run] = {"before": before, "after_recalibration": after}
         print(f"{run}: validation {100 * before:.2f}% -> {100 * after:.2f}%")
-    with open(os.path.join(ROOT, "docs/cifar10/bn_recalibration_probe.json"), "w") as f:
+    path = os.path.join(ROOT, "docs/cifar10/bn_recalibration_probe.json")
+    if os.path.exists(path):  # runs probed before stay in the file
+        with open(path) as f:
+            results = {**json.load(f), **results}
+    with open(path, "w") as f:
         json.dump(results, f, indent=1)
 
 

@@ -309,6 +309,7 @@ def test_resnet20_removes_most_groups_through_residual_adds():
     assert kept["s3b0_proj"] == kept["s3b2_conv2"] < 64
 
 
+@pytest.mark.tensorflow_only  # MobileNetV2 is one of the _LARGE graphs above
 def test_mobilenet_depthwise_channels_follow_their_group():
     model = mobilenet_v2()
     _prune(model, "filter:0.8")
@@ -730,7 +731,20 @@ def test_graph_module_reports_the_same_barriers():
 
 
 # ------------------------------------------------------------------- fuzz
-@pytest.mark.parametrize("seed", range(10))
+# Every seed runs on tensorflow; the jax pass skips the four largest graphs
+# (4-7 s each there: eager ops compile each shape) and keeps six.
+_LARGE_FUZZ_SEEDS = {0, 1, 2, 6}
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        pytest.param(s, marks=pytest.mark.tensorflow_only)
+        if s in _LARGE_FUZZ_SEEDS
+        else s
+        for s in range(10)
+    ],
+)
 def test_fuzzed_architectures_match(seed):
     result = fuzz.check_seed(seed)
     assert result.matched, str(result)

@@ -29,23 +29,37 @@ def smoke_command(output_dir, *flags):
     ]
 
 
-@needs_cifar10
-def test_cifar10_smoke_runs_every_stage(tmp_path):
-    command = smoke_command(tmp_path, "--flops_reduction=2", "--recalibrate_bn")
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run of every stage (distilled retraining); its folder."""
+    output_dir = tmp_path_factory.mktemp("cifar10_smoke")
+    command = smoke_command(
+        output_dir, "--flops_reduction=2", "--recalibrate_bn", "--distill"
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data: npz shards" in result.stdout
-    with open(tmp_path / "report.json") as f:
+    return output_dir
+
+
+@needs_cifar10
+def test_cifar10_smoke_runs_every_stage(smoke_run):
+    with open(smoke_run / "report.json") as f:
         report = json.load(f)
     assert report["prune"]["recalibrate_bn"] is True
     assert 0.0 <= report["prune"]["validation_after_hard_prune_recalibrated"] <= 1.0
     for stage in ("dense", "prune", "retrain", "compact", "export", "profile"):
         assert stage in report, stage
+    # Masked retraining was distilled from the dense model of the run.
+    retrain = report["retrain"]
+    assert retrain["distillation"]["teacher"].endswith("resnet20_dense.keras")
+    assert retrain["distillation"]["alpha"] == 0.9
+    assert 0.0 <= retrain["accuracy"]["test"] <= 1.0
     compact = report["compact"]
     assert compact["mac_reduction"] >= 2.0
     assert compact["max_abs_output_diff_vs_pruned"] < 1e-3
     assert compact["accuracy"]["test"] == pytest.approx(
-        report["retrain"]["accuracy"]["test"], abs=1e-6
+        retrain["accuracy"]["test"], abs=1e-6
     )
     assert all(f["verified"] for f in report["export"]["formats"])
     assert {(r["engine"], r["batch_size"]) for r in report["profile"]} == {
@@ -55,29 +69,22 @@ def test_cifar10_smoke_runs_every_stage(tmp_path):
         ("onnxruntime", 32),
     }
     # The compact model takes raw 0-255 pixels and is smaller.
-    small = keras.saving.load_model(tmp_path / "resnet20_admm_2x.keras")
-    dense = keras.saving.load_model(tmp_path / "resnet20_dense.keras")
+    small = keras.saving.load_model(smoke_run / "resnet20_admm_2x.keras")
+    dense = keras.saving.load_model(smoke_run / "resnet20_dense.keras")
     assert small.count_params() < dense.count_params()
     x = np.full((1, 32, 32, 3), 255.0, "float32")
     assert np.isfinite(np.asarray(small(x))).all()
-    assert (tmp_path / "report.md").read_text().startswith("# CIFAR-10 run")
-    # Masked retraining again, now distilled from the dense model of the run.
-    command = smoke_command(tmp_path, "--stages=retrain", "--distill")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "report.json") as f:
-        retrain = json.load(f)["retrain"]
-    assert retrain["distillation"]["teacher"].endswith("resnet20_dense.keras")
-    assert retrain["distillation"]["alpha"] == 0.9
-    assert 0.0 <= retrain["accuracy"]["test"] <= 1.0
+    assert (smoke_run / "report.md").read_text().startswith("# CIFAR-10 run")
 
 
 @needs_cifar10
-def test_cifar10_smoke_plans_for_a_speed_target(tmp_path):
+def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
+    """From the smoke run's dense model: plan, plain masked retraining, profile."""
     cache = tmp_path / "cache"
     command = smoke_command(
         tmp_path,
-        "--stages=pretrain,prune,compact,profile",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune,retrain,compact,profile",
         "--method=one_shot_l1",
         "--prune_epochs=0",
         "--target_speedup=1.2",
@@ -91,6 +98,8 @@ def test_cifar10_smoke_plans_for_a_speed_target(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "report.json") as f:
         report = json.load(f)
+    assert report["retrain"]["distillation"] is None
+    assert 0.0 <= report["retrain"]["accuracy"]["test"] <= 1.0
     target = report["target"]
     assert (target["engine"], target["batch_size"]) == ("onnxruntime", 32)
     assert target["predicted_ms"] <= target["target_ms"] + 1e-9

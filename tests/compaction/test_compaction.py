@@ -273,7 +273,8 @@ ARCHITECTURES = {
 # The larger graphs: the same graph code on every backend, and
 # the slowest tests of the jax pass (eager ops compile each shape): run there
 # only on tensorflow.
-_LARGE = {"mobilenet_v2", "inception", "densenet", "resnet20", "vgg16_bn"}
+# ResNet-20 is compacted on jax by the summary and save/load tests below.
+_LARGE = {"mobilenet_v2", "inception", "densenet", "resnet20", "resnet56", "vgg16_bn"}
 
 
 @pytest.mark.parametrize(

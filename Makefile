@@ -47,7 +47,7 @@ test-torch: venv
 	KERAS_BACKEND=torch $(PY) -m pytest -q $(BACKEND_TESTS)
 
 bench: venv
-	$(PY) tools/bench_overhead.py --output_dir docs/bench
+	$(PY) tools/bench_overhead.py --steps 100 --warmup 10 --output_dir docs/bench
 
 bench-profile: venv
 	$(PY) tools/bench_profile.py --output_dir docs/perf

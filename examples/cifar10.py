@@ -6,9 +6,9 @@ earlier invocation left in --output_dir):
 
   pretrain  SGD + Nesterov, warm-up + cosine learning rate, decoupled weight
             decay on kernels, pad-4 crops + flips -> <model>_dense.keras
-  prune     --method admm (progressive ADMM), gradual (magnitude pruning on
-            the polynomial schedule; the best of the three on ResNet-20 in 12
-            epochs, docs/CIFAR10.md), one_shot_l1 /
+  prune     --method gradual (magnitude pruning on the polynomial schedule;
+            the default: the best of the three on ResNet-20 in 12 epochs,
+            docs/CIFAR10.md), admm (progressive ADMM), one_shot_l1 /
             one_shot_l2 (prune at once, masked training), for --prune_epochs,
             towards a plan that cuts the multiply-accumulates (MACs) by
             --flops_reduction; then the hard prune -> pruned.keras
@@ -27,11 +27,12 @@ every epoch; test accuracy is measured on the 10,000 test images and on the
 optimizer state, ADMM Z/U/rho included); --resume continues after the last
 finished epoch. report.json / report.md gather what every stage measured.
 
-    python examples/cifar10.py --stages pretrain --output_dir runs/cifar10/dense
+    python examples/cifar10.py --stages pretrain \
+        --output_dir runs/cifar10/resnet20_dense
     python examples/cifar10.py --stages prune,retrain,compact,export \
-        --dense_model runs/cifar10/dense/resnet20_dense.keras \
-        --method admm --sparsity filter --flops_reduction 2 \
-        --output_dir runs/cifar10/resnet20_admm_2x
+        --dense_model runs/cifar10/resnet20_dense/resnet20_dense.keras \
+        --method gradual --sparsity filter --flops_reduction 2 \
+        --output_dir runs/cifar10/resnet20_gradual_2x
     python examples/cifar10.py --smoke --output_dir /tmp/cifar_smoke   # < 2 min
 """
 
@@ -54,9 +55,11 @@ METHODS = ("admm", "gradual", "one_shot_l1", "one_shot_l2")
 MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
 
 _STAGES = flags.DEFINE_list("stages", list(STAGES), f"Stages to run: {STAGES}.")
+_SHARED_CIFAR10 = os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10")
 _DATA_DIR = common_flags.data_dir(
-    os.path.join(os.path.dirname(_REPO), "shared", "data", "cifar10"),
-    "CIFAR-10 folder: npz shards or cifar-10-batches-py; '' downloads with keras.",
+    _SHARED_CIFAR10,
+    "CIFAR-10 folder: npz shards or cifar-10-batches-py; '' downloads with keras "
+    "(so does the default when ../shared/data/cifar10 is missing).",
 )
 _OUTPUT_DIR = common_flags.output_dir(
     os.path.join(_REPO, "runs", "cifar10"), "This run's folder."
@@ -90,7 +93,12 @@ _WEIGHT_DECAY = flags.DEFINE_float(
     "momentum 0.9 matches a coupled L2 of 5e-4).",
 )
 # prune / retrain
-_METHOD = flags.DEFINE_enum("method", "admm", METHODS, "Pruning method.")
+_METHOD = flags.DEFINE_enum(
+    "method",
+    "gradual",
+    METHODS,
+    "Pruning method (gradual: the recommended one at this scale, docs/CIFAR10.md).",
+)
 SPARSITY_TYPES = ("filter", "channel", "shape", "filter_shape")
 _SPARSITY = common_flags.sparsity(
     "filter",
@@ -127,7 +135,7 @@ _TARGET_GRANULARITY = flags.DEFINE_integer(
     8,
     "Kept counts of a group of C channels are multiples of C // granularity.",
 )
-_PRUNE_EPOCHS = flags.DEFINE_integer("prune_epochs", 9, "Epochs of the prune stage.")
+_PRUNE_EPOCHS = flags.DEFINE_integer("prune_epochs", 6, "Epochs of the prune stage.")
 _RETRAIN_EPOCHS = flags.DEFINE_integer("retrain_epochs", 6, "Masked epochs after.")
 _PRUNE_LEARNING_RATE = flags.DEFINE_float(
     "prune_learning_rate", 0.01, "SGD learning rate of the prune stage (constant)."
@@ -972,8 +980,16 @@ def main(argv):
     stages = [s for s in STAGES if s in _STAGES.value]
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     smoke = _SMOKE.value
+    data_dir = _DATA_DIR.value
+    if data_dir == _SHARED_CIFAR10 and not os.path.isdir(data_dir):
+        print(
+            f"{data_dir} is missing: downloading with keras.datasets.cifar10 "
+            "(pass --data_dir to use a local copy)",
+            flush=True,
+        )
+        data_dir = ""
     data = load_cifar10(
-        _DATA_DIR.value,
+        data_dir,
         validation_size=_VALIDATION_SIZE.value,
         train_size=512 if smoke else 0,
         test_size=256 if smoke else 0,

@@ -34,7 +34,11 @@ def smoke_run(tmp_path_factory):
     """One smoke run of every stage (distilled retraining); its folder."""
     output_dir = tmp_path_factory.mktemp("cifar10_smoke")
     command = smoke_command(
-        output_dir, "--flops_reduction=2", "--recalibrate_bn", "--distill"
+        output_dir,
+        "--method=admm",
+        "--flops_reduction=2",
+        "--recalibrate_bn",
+        "--distill",
     )
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

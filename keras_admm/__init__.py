@@ -51,6 +51,9 @@ _EXPORTS = {
     "masks_from_model": "keras_admm.pruning",
     "one_shot_prune": "keras_admm.pruning.one_shot",
     "recalibrate_batchnorm": "keras_admm.pruning",
+    "residual_branches": "keras_admm.pruning.blocks",
+    "zero_branches": "keras_admm.pruning.blocks",
+    "branch_sensitivity": "keras_admm.targeting",
     "sparsity_report": "keras_admm.pruning",
     # compaction, export, profiling
     "CompactionSummary": "keras_admm.compaction",

@@ -5,7 +5,8 @@ through residual, concatenated and depthwise graphs; `summary.py` reports what
 it did; `layers.py` holds the column-sparse conv it may write.
 `fold_batchnorm(model)` (batchnorm_folding.py) merges inference BatchNorms into
 the conv / dense layers before them, for engines that do not (TensorFlow);
-`rebuild.py` re-creates layers for both rewrites.
+`rebuild.py` re-creates layers for both rewrites; `zero_branches.py` drops the
+residual branches that add exact zeros (compact's first step).
 """
 
 from keras_admm.compaction.batchnorm_folding import fold_batchnorm

@@ -47,6 +47,7 @@ import numpy as np
 from keras_admm.compaction.layers import ColumnSparseConv2D, same_padding
 from keras_admm.compaction.rebuild import clone_layer, rebuild_model
 from keras_admm.compaction.summary import build_summary
+from keras_admm.compaction.zero_branches import remove_zero_branches
 from keras_admm.graph import DependencyGraph, check_graph_model
 from keras_admm.pruning import selection
 
@@ -555,7 +556,10 @@ class _Compactor:
 def compact(model, align=1, column_sparse="auto", return_summary=False):
     """A new, smaller keras.Model computing the same outputs as `model`.
 
-    Removes every channel the outputs do not need, through BatchNorm,
+    First drops every residual branch whose output is exactly zero (an Add
+    input whose last BatchNorm has gamma = beta = 0, see
+    `compaction.zero_branches`): the Add becomes its other input. Then removes
+    every channel the outputs do not need, through BatchNorm,
     activations, pooling, residual Adds, Concatenates, depthwise layers and
     Flatten -> Dense: all-zero filters (their constant bias / BN beta is
     folded into the consumers' biases where that is exact, else the channel
@@ -606,10 +610,11 @@ def compact(model, align=1, column_sparse="auto", return_summary=False):
             f"{column_sparse!r}."
         )
     check_graph_model(model, "compact()")
-    compactor = _Compactor(model, int(align), column_sparse)
+    stripped, removed = remove_zero_branches(model)
+    compactor = _Compactor(stripped, int(align), column_sparse)
     compactor.propagate_constants()
     compactor.decide()
     new_model = compactor.rebuild()
     if return_summary:
-        return new_model, build_summary(model, new_model, compactor)
+        return new_model, build_summary(model, new_model, compactor, set(removed))
     return new_model

@@ -81,7 +81,8 @@ def rebuild_model(functional, nodes, make_layer, name, what, passthrough=()):
             called at the first node of each layer (a shared layer stays shared).
         name: the new model's name.
         what: the caller, for error messages.
-        passthrough: ids of layers left out: their output is their input.
+        passthrough: ids of layers left out: their output is their input (the
+            first one; a dict {layer id: input index} picks another).
     """
     tensor_map, new_inputs = {}, []
     for x in functional.inputs:
@@ -98,8 +99,9 @@ def rebuild_model(functional, nodes, make_layer, name, what, passthrough=()):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if id(layer) in passthrough:
+            index = passthrough[id(layer)] if isinstance(passthrough, dict) else 0
             tensor_map[id(node.output_tensors[0])] = tensor_map[
-                id(node.input_tensors[0])
+                id(node.input_tensors[index])
             ]
             continue
         if id(layer) not in made:

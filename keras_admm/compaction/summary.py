@@ -170,14 +170,21 @@ class CompactionSummary:
         )
 
 
-def build_summary(model, new_model, compactor):
-    """The CompactionSummary of `compactor`'s rewrite of `model` into `new_model`."""
+def build_summary(model, new_model, compactor, removed=()):
+    """The CompactionSummary of `compactor`'s rewrite of `model` into `new_model`.
+
+    `removed` names the layers of zero residual branches left out before it.
+    """
     before = layer_rows(model)
     after = layer_rows(new_model)
+    gone = {"class": "removed", "output_shape": None, "kernel_shape": None}
+    gone.update(params=0, flops=0)
     rows = []
     for name, b in before.items():
-        a = after.get(name, b)
+        a = gone if name in removed else after.get(name, b)
         note = compactor.choices.get(name, "")
+        if name in removed:
+            note = "in a residual branch of exact zeros"
         barrier = next((x for x in compactor.graph.barriers if x.layer == name), None)
         if barrier is not None:
             note = f"barrier: {barrier.reason}"

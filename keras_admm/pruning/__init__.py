@@ -3,7 +3,8 @@
 `selection` is the one channel-selection core; `masks` hard-prunes a model
 (per layer or per channel group); `group_projection` is the group-aware ADMM
 Z-step; `report` counts what a pruning removed; `recalibration` recomputes the
-BatchNorm statistics a prune left stale.
+BatchNorm statistics a prune left stale; `blocks` zeroes whole residual branches
+(depth pruning).
 """
 
 from keras_admm.pruning.group_projection import GroupProjection

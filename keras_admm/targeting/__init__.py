@@ -15,7 +15,11 @@ kept count of every channel group; `check_prediction` times the result.
 from keras_admm.plan import register_target_planner
 from keras_admm.targeting.latency_model import LatencyModel
 from keras_admm.targeting.latency_table import LatencyTable, default_cache_dir
-from keras_admm.targeting.sensitivity import Sensitivity, group_sensitivity
+from keras_admm.targeting.sensitivity import (
+    Sensitivity,
+    branch_sensitivity,
+    group_sensitivity,
+)
 from keras_admm.targeting.target_plan import (
     TargetPlan,
     candidate_counts,
@@ -37,6 +41,7 @@ __all__ = [
     "choose_counts",
     "compact_for_counts",
     "default_cache_dir",
+    "branch_sensitivity",
     "group_sensitivity",
     "plan_for_target",
 ]

@@ -20,9 +20,16 @@ import dataclasses
 import numpy as np
 
 from keras_admm.plan import PruningPlan
+from keras_admm.pruning.blocks import residual_branches, zero_branches
 from keras_admm.pruning.masks import apply_masks, projection_masks
 
-__all__ = ["Sensitivity", "group_sensitivity", "loss_after_cut", "plan_for_counts"]
+__all__ = [
+    "Sensitivity",
+    "branch_sensitivity",
+    "group_sensitivity",
+    "loss_after_cut",
+    "plan_for_counts",
+]
 
 
 @dataclasses.dataclass
@@ -187,3 +194,41 @@ def group_sensitivity(
             model.set_weights(original)
 
     return Sensitivity(table(loss_increase), "loss", base, samples)
+
+
+def branch_sensitivity(
+    model, data, branches=None, loss=None, batch_size=256, max_samples=1024
+) -> list:
+    """The loss increase when each residual branch alone adds zeros, smallest first.
+
+    Args:
+        model: the (trained) model; its weights are restored afterwards.
+        data: (x, y) calibration arrays (a validation split, never the test set).
+        branches: `pruning.blocks.ResidualBranch`es (None: all of the model's).
+        loss, batch_size, max_samples: as `group_sensitivity`.
+
+    Returns:
+        [(ResidualBranch, loss increase)], the cheapest branch to remove first.
+
+    Example:
+
+        ranked = branch_sensitivity(model, (x_val, y_val))
+        zero_branches(model, [b.add for b, _ in ranked[:3]])
+    """
+    import keras
+
+    evaluate, _ = _evaluator(model, data, loss, batch_size, max_samples)
+    base = evaluate()
+    if branches is None:
+        branches = residual_branches(model)
+    costs = []
+    for branch in branches:
+        bn = model.get_layer(branch.batchnorm)
+        saved = [keras.ops.convert_to_numpy(v) for v in (bn.gamma, bn.beta)]
+        try:
+            zero_branches(model, [branch.add])
+            costs.append((branch, evaluate() - base))
+        finally:
+            bn.gamma.assign(saved[0])
+            bn.beta.assign(saved[1])
+    return sorted(costs, key=lambda item: item[1])

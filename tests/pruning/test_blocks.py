@@ -1,0 +1,154 @@
+"""Depth pruning: residual branches found, zeroed, ranked, and removed by compact()."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_admm
+from keras_admm import models
+from keras_admm.compaction.zero_branches import remove_zero_branches, zero_tensors
+from keras_admm.pruning.blocks import residual_branches, zero_branches
+from keras_admm.targeting import branch_sensitivity
+
+
+def _x(n=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 32, 32, 3)).astype("float32")
+
+
+def _randomize_batchnorms(model, seed=0):
+    """Non-trivial BN statistics and affine terms, so a zero is a real zero."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(0, 0.2, c))
+            layer.moving_mean.assign(rng.normal(0, 0.2, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c))
+
+
+def test_resnet_branches_are_the_long_paths_with_their_macs():
+    model = models.resnet_cifar(20)
+    branches = residual_branches(model)
+    assert [b.add for b in branches] == [
+        f"s{s}b{b}_add" for s in (1, 2, 3) for b in range(3)
+    ]
+    first = branches[0]
+    assert first.layers == (
+        "s1b0_conv1",
+        "s1b0_bn1",
+        "s1b0_relu1",
+        "s1b0_conv2",
+        "s1b0_bn2",
+    )
+    assert first.batchnorm == "s1b0_bn2"
+    assert first.macs == 2 * 9 * 16 * 16 * 32 * 32  # two 3x3 16->16 convs at 32x32
+    # A projection block's long branch is taken; its 1x1 shortcut stays.
+    projection = branches[3]
+    assert "s2b0_proj" not in projection.layers and projection.macs < first.macs
+
+
+def test_compact_removes_zeroed_branches_exactly_and_reports_them():
+    model = models.resnet_cifar(20)
+    _randomize_batchnorms(model)
+    adds = ["s1b1_add", "s2b0_add", "s3b2_add"]
+    masks = zero_branches(model, adds)
+    assert sorted(masks) == sorted(
+        f"{a[:4]}_bn2/{w}" for a in adds for w in ("gamma", "beta")
+    )
+    assert all(not m.any() for m in masks.values())
+    x = _x()
+    expected = keras.ops.convert_to_numpy(model(x))
+    small, summary = keras_admm.compact(model, return_summary=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)), expected, atol=1e-5
+    )
+    names = {layer.name for layer in small.layers}
+    for branch in residual_branches(models.resnet_cifar(20)):
+        gone = branch.add in adds
+        assert all((name not in names) == gone for name in branch.layers), branch.add
+    assert "s2b0_proj" in names  # the projection shortcut carries the block
+    rows = {r["layer"]: r for r in summary.rows}
+    assert rows["s1b1_conv1"]["params_after"] == 0
+    assert rows["s1b1_conv1"]["note"] == "in a residual branch of exact zeros"
+    removed_macs = sum(b.macs for b in residual_branches(model) if b.add in adds)
+    totals = summary.totals
+    assert totals["flops_before"] - totals["flops_after"] == 2 * removed_macs
+    assert model.get_layer("s1b1_conv1") is not None  # the input model is unchanged
+
+
+def test_only_a_gamma_and_beta_of_zero_make_a_branch_of_zeros():
+    model = models.resnet_cifar(8)
+    _randomize_batchnorms(model)
+    bn = model.get_layer("s1b0_bn2")
+    bn.gamma.assign(np.zeros(16))  # beta still non-zero: a constant, not zero
+    assert remove_zero_branches(model) == (model, [])
+    bn.beta.assign(np.zeros(16))
+    smaller, removed = remove_zero_branches(model)
+    assert removed == [
+        "s1b0_conv1",
+        "s1b0_bn1",
+        "s1b0_relu1",
+        "s1b0_conv2",
+        "s1b0_bn2",
+        "s1b0_add",
+    ]
+    x = _x(2)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(smaller(x)), keras.ops.convert_to_numpy(model(x))
+    )
+
+
+def test_zeros_flow_through_zero_preserving_layers_only():
+    inputs = keras.Input((6,))
+    zero = layers.Dense(4, use_bias=False, kernel_initializer="zeros", name="z")(inputs)
+    relu = layers.ReLU(name="relu")(zero)
+    shifted = layers.Dense(4, bias_initializer="ones", name="shift")(relu)
+    other = layers.Dense(4, name="other")(inputs)
+    total = layers.Add(name="add")([relu, other])
+    three = layers.Add(name="add3")([zero, other, shifted])
+    model = keras.Model(inputs, [total, three])
+    ids = zero_tensors(model)
+    assert id(zero) in ids and id(relu) in ids
+    assert id(shifted) not in ids and id(other) not in ids  # a bias of 1 is not 0
+    smaller, removed = remove_zero_branches(model)
+    # add: its one live input takes its place. add3 keeps two live inputs, and
+    # z and relu stay for it and for shift (compact's per-channel constants
+    # handle what is left).
+    assert removed == ["add"]
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    for got, want in zip(smaller(x), model(x)):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want)
+        )
+
+
+def test_zero_branches_rejects_unknown_adds_and_names_the_choices():
+    model = models.resnet_cifar(8)
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    with pytest.raises(ValueError, match=r"\['relu1'\] are not Adds .*s1b0_add"):
+        zero_branches(model, ["s1b0_add", "relu1"])
+    for w, b in zip(model.weights, before):  # nothing was changed
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)
+
+
+def test_branch_sensitivity_ranks_and_restores():
+    keras.utils.set_random_seed(0)
+    model = models.resnet_cifar(8)
+    _randomize_batchnorms(model)
+    x, y = _x(64, seed=1), np.arange(64) % 10
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    ranked = branch_sensitivity(model, (x, y), batch_size=32)
+    assert sorted(b.add for b, _ in ranked) == ["s1b0_add", "s2b0_add", "s3b0_add"]
+    costs = [c for _, c in ranked]
+    assert costs == sorted(costs)
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)
+    # The cost is the loss with that branch zeroed, minus the loss without.
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    base = float(keras.ops.convert_to_numpy(loss(y, model(x, training=False))))
+    branch, cost = ranked[0]
+    zero_branches(model, [branch.add])
+    cut = float(keras.ops.convert_to_numpy(loss(y, model(x, training=False))))
+    assert cost == pytest.approx(cut - base, rel=1e-4, abs=1e-5)

@@ -11,7 +11,8 @@ earlier invocation left in --output_dir):
             docs/CIFAR10.md), admm (progressive ADMM), one_shot_l1 /
             one_shot_l2 (prune at once, masked training), for --prune_epochs,
             towards a plan that cuts the multiply-accumulates (MACs) by
-            --flops_reduction; then the hard prune -> pruned.keras
+            --flops_reduction (with --remove_blocks K, K residual branches
+            are zeroed first and counted); then the hard prune -> pruned.keras
   retrain   --retrain_epochs of masked training, cosine learning rate
             -> retrained.keras
   compact   keras_admm.compact: the smaller dense model, checked against the
@@ -154,6 +155,14 @@ _RHO_MAX = flags.DEFINE_float(
 _ADMM_UPDATES = flags.DEFINE_integer(
     "admm_updates", 4, "Z/U updates per progressive ADMM stage."
 )
+_REMOVE_BLOCKS = flags.DEFINE_integer(
+    "remove_blocks",
+    0,
+    "Depth pruning first: zero this many residual branches, those whose removal "
+    "raises the validation loss least (keras_admm.branch_sensitivity), so that "
+    "compact() removes their layers; --flops_reduction then counts them and "
+    "filter pruning makes up the rest (none when they reach it). Not with admm.",
+)
 _RECALIBRATE_BN = flags.DEFINE_bool(
     "recalibrate_bn",
     False,
@@ -183,7 +192,7 @@ _BATCH_SIZES = common_flags.batch_sizes([1, 32], "Profiled batch sizes.")
 
 for _flag in ("pretrain_epochs", "admm_stages", "admm_updates", "recalibration_images"):
     flags.register_validator(_flag, lambda v: v >= 1, f"--{_flag} must be >= 1")
-for _flag in ("prune_epochs", "retrain_epochs", "validation_size"):
+for _flag in ("prune_epochs", "retrain_epochs", "validation_size", "remove_blocks"):
     flags.register_validator(_flag, lambda v: v >= 0, f"--{_flag} must be >= 0")
 for _flag in (
     "learning_rate",
@@ -557,6 +566,63 @@ def load_plan(run, model, path):
 
 
 # ------------------------------------------------------------------- prune
+def remove_blocks(run, model):
+    """Zero the --remove_blocks cheapest residual branches; their masks.
+
+    Ranked by the validation loss with each branch alone zeroed (1,024
+    validation images; the test images are never used). Writes blocks.json,
+    which the retrain stage reads to keep them zero.
+    """
+    import keras_admm
+
+    count = _REMOVE_BLOCKS.value
+    if _METHOD.value == "admm":
+        raise ValueError(
+            "--remove_blocks works with --method gradual, one_shot_l1 or "
+            "one_shot_l2: progressive ADMM does not keep the zeroed BatchNorms "
+            "at zero. Drop --remove_blocks or pick one of those methods."
+        )
+    if _PLAN.value or targeted():
+        raise ValueError(
+            "--remove_blocks counts its MACs into --flops_reduction plans only; "
+            "drop --plan / --target_speedup / --target_latency_ms, or the flag."
+        )
+    d = run.data
+    ranked = keras_admm.branch_sensitivity(
+        model, (d.x_val.astype("float32"), d.y_val), max_samples=1024
+    )
+    if count > len(ranked):
+        raise ValueError(
+            f"--remove_blocks {count}: {model.name} has {len(ranked)} removable "
+            "residual branches."
+        )
+    chosen = [branch.add for branch, _ in ranked[:count]]
+    masks = keras_admm.zero_branches(model, chosen)
+    blocks = {
+        "removed": chosen,
+        "sensitivity": [
+            {"add": b.add, "macs": b.macs, "validation_loss_increase": float(c)}
+            for b, c in ranked
+        ],
+    }
+    with open(run.path("blocks.json"), "w") as f:
+        json.dump(blocks, f, indent=1)
+    run.report["blocks"] = blocks
+    print(f"Depth pruning: zeroed the residual branches of {chosen}", flush=True)
+    return masks
+
+
+def removed_block_masks(run, model):
+    """The masks that keep the branches in blocks.json zero ({} without one)."""
+    import keras_admm
+
+    path = run.path("blocks.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return keras_admm.zero_branches(model, json.load(f)["removed"])
+
+
 def stage_prune(run, model):
     import keras
 
@@ -564,6 +630,7 @@ def stage_prune(run, model):
     from keras_admm.pruning import gradual, one_shot
 
     level = _FLOPS_REDUCTION.value
+    branch_masks = remove_blocks(run, model) if _REMOVE_BLOCKS.value else {}
     if _PLAN.value:
         plan = load_plan(run, model, _PLAN.value)
         level = None
@@ -631,11 +698,17 @@ def stage_prune(run, model):
         def resume_gradual(done):
             callback.step = done * run.steps_per_epoch
 
+        def compile_gradual():
+            optimizer = sgd(lr, wd)
+            if branch_masks:  # the removed branches' BatchNorms stay zero
+                optimizer = keras_admm.MaskedWrapper(optimizer, branch_masks)
+            compile_model(model, optimizer)
+
         history = run.fit(
             model,
             "prune",
             epochs,
-            lambda: compile_model(model, sgd(lr, wd)),
+            compile_gradual,
             callbacks=[callback],
             on_resume=resume_gradual,
         )
@@ -646,6 +719,7 @@ def stage_prune(run, model):
 
         def compile_one_shot():
             masks = one_shot.one_shot_prune(model, plan, norm=norm, graph=graph)
+            masks = {**masks, **branch_masks}
             compile_model(model, keras_admm.MaskedWrapper(sgd(lr, wd), masks))
 
         history = run.fit(model, "prune", epochs, compile_one_shot)
@@ -744,6 +818,7 @@ def stage_retrain(run, model, plan, dense_path):
     def compile_masked():
         # The pruned weights are exact zeros: their masks are the plan's.
         masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
+        masks.update(removed_block_masks(run, model))
         optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
         if trained is model:
             compile_model(model, optimizer)
@@ -788,7 +863,8 @@ def run_name():
         level = f"{_TARGET_LATENCY_MS.value:g}ms"
     else:
         level = f"{_FLOPS_REDUCTION.value:g}x"
-    return f"{_MODEL.value}_{_METHOD.value}_{level}"
+    blocks = f"_minus{_REMOVE_BLOCKS.value}blocks" if _REMOVE_BLOCKS.value else ""
+    return f"{_MODEL.value}_{_METHOD.value}_{level}{blocks}"
 
 
 def stage_compact(run, model):
@@ -928,6 +1004,7 @@ def markdown(report):
             )
     if "retrain" in report:
         rows.append(("after masked retraining", report["retrain"]["accuracy"], None))
+    blocks = report.get("blocks")
     if "compact" in report:
         rows.append(
             ("compact", report["compact"]["accuracy"], report["compact"]["flops"])
@@ -942,6 +1019,8 @@ def markdown(report):
             for k in ("validation", "test", "test_lossless_1000")
         ]
         lines.append(f"| {name} | {' | '.join(cells)} | {flops or '-'} |")
+    if blocks:
+        lines += ["", f"Residual branches removed: {', '.join(blocks['removed'])}"]
     if "compact" in report:
         lines += ["", f"MAC reduction: {report['compact']['mac_reduction']:.2f}x"]
     target = report.get("target")

@@ -116,3 +116,36 @@ def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
             assert widths[name] == group["kept"], name
     assert len(os.listdir(cache / "latency")) == 1  # the table was cached
     assert "Speed target" in (tmp_path / "report.md").read_text()
+
+
+@needs_cifar10
+def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
+    """--remove_blocks: the cheapest branches are zeroed, counted, compacted away."""
+    command = smoke_command(
+        tmp_path,
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune,compact",
+        "--method=one_shot_l1",
+        "--prune_epochs=0",
+        "--remove_blocks=2",
+        "--flops_reduction=1.5",
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "report.json") as f:
+        report = json.load(f)
+    removed = report["blocks"]["removed"]
+    assert len(removed) == 2 and len(report["blocks"]["sensitivity"]) == 9
+    costs = [b["validation_loss_increase"] for b in report["blocks"]["sensitivity"]]
+    assert costs == sorted(costs)
+    compact = report["compact"]
+    assert compact["mac_reduction"] >= 1.5
+    assert compact["max_abs_output_diff_vs_pruned"] < 1e-3
+    small = keras.saving.load_model(
+        tmp_path / "resnet20_one_shot_l1_1.5x_minus2blocks.keras"
+    )
+    names = {layer.name for layer in small.layers}
+    for add in removed:
+        prefix = add[: -len("_add")]
+        assert f"{prefix}_conv1" not in names and f"{prefix}_bn2" not in names
+    assert "Residual branches removed" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Folded side-by-side timing of dense, gradual 2x / 3x (channel pruning) and the
+# depth-pruned 2x / 3x models (docs/CIFAR10.md, "Depth pruning"). Run alone on
+# an idle machine: timings under load are wrong.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=.venv/bin/python
+F=${OUT:-runs/cifar10/depth_fold}
+M=docs/cifar10/models
+mkdir -p "$F/convert"
+for pair in dense:$M/resnet20_dense.keras gradual_2x:$M/resnet20_gradual_2x.keras \
+            gradual_3x:$M/resnet20_gradual_3x.keras \
+            depth_2x:$M/resnet20_gradual_2x_minus5blocks.keras \
+            depth_3x:$M/resnet20_gradual_3x_minus6blocks.keras; do
+  name=${pair%%:*}; model=${pair#*:}
+  $PY tools/convert.py --model "$model" --output_dir "$F/convert/$name" \
+      --formats keras --fold_batchnorm
+done
+$PY tools/profile_models.py --baseline "$F/convert/dense/model.keras" \
+  --models "$F/convert/gradual_2x/model.keras,$F/convert/depth_2x/model.keras,$F/convert/gradual_3x/model.keras,$F/convert/depth_3x/model.keras" \
+  --names dense,gradual_2x,depth_2x,gradual_3x,depth_3x \
+  --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 --min_time_s 3 \
+  --output_dir "$F"

@@ -37,8 +37,8 @@ TORCH_SPEC ?= torch>=2.2,<2.14
 JAX_TESTS := tests/test_sparsity.py tests/pruning tests/training tests/compaction \
 	tests/profiling/test_profiling.py::test_keras_engine_times_keras_files_on_the_active_backend
 
-# The two passes run side by side (on 2 cores they share the CPU: 842 s against
-# 895 s one after the other, measured on a fresh clone);
+# The two passes run side by side (on 2 cores they share the CPU; a fresh clone
+# took 678 s here, with ../shared present);
 # the jax pass writes its own log, printed after the tensorflow pass.
 test: lint
 	@rm -rf .pytest-jax; mkdir -p .pytest-jax; \

@@ -1004,7 +1004,6 @@ def markdown(report):
             )
     if "retrain" in report:
         rows.append(("after masked retraining", report["retrain"]["accuracy"], None))
-    blocks = report.get("blocks")
     if "compact" in report:
         rows.append(
             ("compact", report["compact"]["accuracy"], report["compact"]["flops"])
@@ -1019,8 +1018,9 @@ def markdown(report):
             for k in ("validation", "test", "test_lossless_1000")
         ]
         lines.append(f"| {name} | {' | '.join(cells)} | {flops or '-'} |")
-    if blocks:
-        lines += ["", f"Residual branches removed: {', '.join(blocks['removed'])}"]
+    if report.get("blocks"):
+        removed = ", ".join(report["blocks"]["removed"])
+        lines += ["", f"Residual branches removed: {removed}"]
     if "compact" in report:
         lines += ["", f"MAC reduction: {report['compact']['mac_reduction']:.2f}x"]
     target = report.get("target")

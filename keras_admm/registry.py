@@ -44,6 +44,7 @@ __all__ = [
     "kernel_variable",
     "channel_rule",
     "flops_of",
+    "node_flops",
     "counts_flops",
     "ELEMENTWISE_ACTIVATIONS",
     "acts_per_channel",
@@ -490,6 +491,16 @@ def _positions(layer, shape):
             "build the model with a fixed input shape, e.g. keras.Input((32, 32, 3))."
         )
     return math.prod(dims)
+
+
+def node_flops(layer, node):
+    """`flops_of` for one call (a Keras node) of `layer`; None: unknown shapes."""
+    input_shape = tuple(node.input_tensors[0].shape)[1:]
+    output_shape = tuple(node.output_tensors[0].shape)[1:]
+    try:
+        return flops_of(layer, input_shape, output_shape)
+    except ValueError:
+        return None
 
 
 def flops_of(layer, input_shape, output_shape, weight_count=None) -> int:

@@ -38,7 +38,7 @@ import numpy as np
 
 from keras_admm import registry
 from keras_admm.compaction.rebuild import clone_layer, rebuild_model
-from keras_admm.graph import check_graph_model
+from keras_admm.graph import check_graph_model, ordered_nodes
 
 __all__ = ["fold_batchnorm"]
 
@@ -202,8 +202,7 @@ def fold_batchnorm(model, return_folds=False):
                                    rtol=1e-4, atol=1e-4)
     """
     functional = check_graph_model(model, _WHAT)
-    depths = sorted(functional._nodes_by_depth, reverse=True)
-    nodes = [n for d in depths for n in functional._nodes_by_depth[d]]
+    nodes = ordered_nodes(functional)
     node_ids = {id(n) for n in nodes}
     consumers = {}
     for node in nodes:

@@ -13,16 +13,6 @@ from keras_admm.tables import dump_json, factor, human, text_table
 __all__ = ["CompactionSummary", "build_summary", "layer_rows"]
 
 
-def _node_flops(layer, node):
-    """FLOPs of one call of a layer (None: unknown shapes), from the registry."""
-    input_shape = tuple(node.input_tensors[0].shape)[1:]
-    output_shape = tuple(node.output_tensors[0].shape)[1:]
-    try:
-        return registry.flops_of(layer, input_shape, output_shape)
-    except ValueError:
-        return None
-
-
 def layer_rows(model):
     functional = check_graph_model(model, "compact")
     in_model = {
@@ -37,7 +27,7 @@ def layer_rows(model):
             if id(node) not in in_model or not node.output_tensors:
                 continue
             try:
-                f = _node_flops(layer, node)
+                f = registry.node_flops(layer, node)
             except (AttributeError, KeyError, IndexError):
                 f = None
             flops = None if flops is None or f is None else flops + f
@@ -177,8 +167,13 @@ def build_summary(model, new_model, compactor, removed=()):
     """
     before = layer_rows(model)
     after = layer_rows(new_model)
-    gone = {"class": "removed", "output_shape": None, "kernel_shape": None}
-    gone.update(params=0, flops=0)
+    gone = {
+        "class": "removed",
+        "output_shape": None,
+        "kernel_shape": None,
+        "params": 0,
+        "flops": 0,
+    }
     rows = []
     for name, b in before.items():
         a = gone if name in removed else after.get(name, b)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_admm import registry
 from keras_admm.compaction.rebuild import clone_layer, rebuild_model
-from keras_admm.graph import check_graph_model
+from keras_admm.graph import check_graph_model, ordered_nodes
 
 __all__ = ["remove_zero_branches", "zero_tensors"]
 
@@ -57,9 +58,7 @@ def _always_zero(layer) -> bool:
     bias = getattr(layer, "bias", None) if getattr(layer, "use_bias", False) else None
     if bias is not None and _array(bias).any():
         return False
-    activation = keras.activations.serialize(layer.activation)
-    name = activation if isinstance(activation, str) else activation.get("config")
-    return name in ("linear", "relu")
+    return registry.activation_name(layer) in ("linear", "relu")
 
 
 _KERNEL_LAYERS = (
@@ -90,11 +89,6 @@ def _zero_in_zero_out(node) -> bool:
     return all(not keras.ops.convert_to_numpy(o).any() for o in outputs)
 
 
-def _ordered_nodes(functional):
-    depths = sorted(functional._nodes_by_depth, reverse=True)
-    return [n for d in depths for n in functional._nodes_by_depth[d]]
-
-
 def zero_tensors(model) -> set:
     """ids of the graph's tensors that are exactly zero for every input.
 
@@ -103,7 +97,7 @@ def zero_tensors(model) -> set:
     """
     functional = check_graph_model(model, _WHAT)
     zeros = set()
-    for node in _ordered_nodes(functional):
+    for node in ordered_nodes(functional):
         layer = node.operation
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -140,7 +134,7 @@ def remove_zero_branches(model):
     zeros = zero_tensors(functional)
     if not zeros:
         return model, []
-    nodes = _ordered_nodes(functional)
+    nodes = ordered_nodes(functional)
     calls = {}
     for node in nodes:
         calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1

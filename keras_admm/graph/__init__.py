@@ -12,6 +12,7 @@ from keras_admm.graph.dependency import (
     GroupMember,
     NodeInfo,
     check_graph_model,
+    ordered_nodes,
 )
 from keras_admm.graph.mappings import (
     Explicit,
@@ -35,4 +36,5 @@ __all__ = [
     "Offset",
     "Repeat",
     "check_graph_model",
+    "ordered_nodes",
 ]

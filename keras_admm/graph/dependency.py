@@ -47,6 +47,7 @@ __all__ = [
     "Barrier",
     "NodeInfo",
     "check_graph_model",
+    "ordered_nodes",
 ]
 
 
@@ -263,6 +264,12 @@ class _UnionFind:
             parent = grand
 
 
+def ordered_nodes(functional) -> list:
+    """The Functional graph's nodes, inputs first (every node after its inputs)."""
+    depths = sorted(functional._nodes_by_depth, reverse=True)
+    return [node for d in depths for node in functional._nodes_by_depth[d]]
+
+
 def check_graph_model(model, what="DependencyGraph.from_model"):
     """The model's Functional graph; a clear error for other models.
 
@@ -369,26 +376,24 @@ class DependencyGraph:
         self.nodes = []
         for x in functional.inputs:
             self._tensor(x)
-        depths = sorted(functional._nodes_by_depth, reverse=True)
-        for depth in depths:
-            for node in functional._nodes_by_depth[depth]:
-                if node.operation is None or node.is_input:
-                    continue
-                layer = node.operation
-                info = NodeInfo(
-                    layer=layer,
-                    node=node,
-                    rule=channel_rule(layer),
-                    inputs=[self._tensor(t) for t in node.input_tensors],
-                    outputs=[self._tensor(t) for t in node.output_tensors],
-                    barrier=None,
-                )
-                info.barrier = _barrier_reason(layer, info.rule, node)
-                if info.barrier is None and any(
-                    t in self._unknown_channels for t in info.inputs + info.outputs
-                ):
-                    info.barrier = "a tensor with an unknown channel count"
-                self.nodes.append(info)
+        for node in ordered_nodes(functional):
+            if node.operation is None or node.is_input:
+                continue
+            layer = node.operation
+            info = NodeInfo(
+                layer=layer,
+                node=node,
+                rule=channel_rule(layer),
+                inputs=[self._tensor(t) for t in node.input_tensors],
+                outputs=[self._tensor(t) for t in node.output_tensors],
+                barrier=None,
+            )
+            info.barrier = _barrier_reason(layer, info.rule, node)
+            if info.barrier is None and any(
+                t in self._unknown_channels for t in info.inputs + info.outputs
+            ):
+                info.barrier = "a tensor with an unknown channel count"
+            self.nodes.append(info)
         calls = {}
         for info in self.nodes:
             calls[id(info.layer)] = calls.get(id(info.layer), 0) + 1

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from keras_admm import registry
-from keras_admm.graph import check_graph_model
+from keras_admm.graph import check_graph_model, ordered_nodes
 
 __all__ = ["ResidualBranch", "residual_branches", "zero_branches"]
 
@@ -56,12 +56,9 @@ class ResidualBranch:
 
 def _flops(layer) -> int:
     """FLOPs (2 x MACs) of a layer's one call, per sample (0 when uncounted)."""
-    node = layer._inbound_nodes[0]
-    shape_in = tuple(node.input_tensors[0].shape)[1:]
-    shape_out = tuple(node.output_tensors[0].shape)[1:]
     try:
-        return int(registry.flops_of(layer, shape_in, shape_out) or 0)
-    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return int(registry.node_flops(layer, layer._inbound_nodes[0]) or 0)
+    except (AttributeError, KeyError, IndexError, TypeError):
         return 0
 
 
@@ -98,8 +95,7 @@ def residual_branches(model) -> list:
     """
     functional = check_graph_model(model, "residual_branches()")
     by_id = {id(layer): layer for layer in functional.layers}
-    depths = sorted(functional._nodes_by_depth, reverse=True)
-    nodes = [n for d in depths for n in functional._nodes_by_depth[d]]
+    nodes = ordered_nodes(functional)
     order = {id(n.operation): i for i, n in enumerate(nodes)}
     consumers = {}
     for node in nodes:

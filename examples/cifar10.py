@@ -11,8 +11,9 @@ earlier invocation left in --output_dir):
             docs/CIFAR10.md), admm (progressive ADMM), one_shot_l1 /
             one_shot_l2 (prune at once, masked training), for --prune_epochs,
             towards a plan that cuts the multiply-accumulates (MACs) by
-            --flops_reduction (with --remove_blocks K, K residual branches
-            are zeroed first and counted); then the hard prune -> pruned.keras
+            --flops_reduction (with --remove_blocks K, the K cheapest residual
+            branches are taken out of the model first, and counted); then the
+            hard prune -> pruned.keras
   retrain   --retrain_epochs of masked training, cosine learning rate
             -> retrained.keras
   compact   keras_admm.compact: the smaller dense model, checked against the
@@ -158,10 +159,11 @@ _ADMM_UPDATES = flags.DEFINE_integer(
 _REMOVE_BLOCKS = flags.DEFINE_integer(
     "remove_blocks",
     0,
-    "Depth pruning first: zero this many residual branches, those whose removal "
-    "raises the validation loss least (keras_admm.branch_sensitivity), so that "
-    "compact() removes their layers; --flops_reduction then counts them and "
-    "filter pruning makes up the rest (none when they reach it). Not with admm.",
+    "Depth pruning first: take this many residual branches out of the model, "
+    "those whose removal raises the validation loss least "
+    "(keras_admm.branch_sensitivity); every --method then prunes and trains the "
+    "smaller model. --flops_reduction counts them and filter pruning makes up "
+    "the rest (none when they reach it).",
 )
 _RECALIBRATE_BN = flags.DEFINE_bool(
     "recalibrate_bn",
@@ -472,8 +474,11 @@ def _flops(model):
 
 
 # ------------------------------------------------------------------- plans
-def plan_for_macs(model, kind, level):
-    """A plan whose compact model has dense MACs / `level` or fewer.
+def plan_for_macs(model, kind, level, dense_flops=None):
+    """A plan whose compact model has `dense_flops` / `level` MACs or fewer.
+
+    `dense_flops` defaults to the MACs of `model` (it is the unpruned model's
+    when --remove_blocks has already taken branches out).
 
     Filter / channel: one ratio for every conv layer, cut group-aware (a
     residual stream loses the same channels in every block), the smallest
@@ -486,13 +491,21 @@ def plan_for_macs(model, kind, level):
     from keras_admm import registry
 
     if kind in ("shape", "filter_shape"):
-        return keras_admm.plan_for_flops_reduction(model, kind, level).plan
+        # what is left to cut in `model`, which may have lost branches already
+        level_here = level * _flops(model) / dense_flops if dense_flops else level
+        if level_here <= 1:
+            raise ValueError(
+                f"--flops_reduction {level}: the removed residual branches cut "
+                f"the MACs by {level / level_here:.2f}x already, leaving nothing "
+                f"for a {kind} plan. Lower --remove_blocks or raise the target."
+            )
+        return keras_admm.plan_for_flops_reduction(model, kind, level_here).plan
     convs = [
         layer.name
         for layer in keras_admm.plan.prunable_layers(model)
         if registry.kernel_spec(layer).op == "conv"
     ]
-    dense_flops = _flops(model)
+    dense_flops = dense_flops or _flops(model)
 
     def plan_at(ratio):
         return keras_admm.PruningPlan({n: f"{kind}:{ratio!r}" for n in convs})
@@ -567,21 +580,18 @@ def load_plan(run, model, path):
 
 # ------------------------------------------------------------------- prune
 def remove_blocks(run, model):
-    """Zero the --remove_blocks cheapest residual branches; their masks.
+    """The model without its --remove_blocks cheapest residual branches.
 
     Ranked by the validation loss with each branch alone zeroed (1,024
-    validation images; the test images are never used). Writes blocks.json,
-    which the retrain stage reads to keep them zero.
+    validation images; the test images are never used). The chosen branches
+    are zeroed and then rebuilt away (`remove_zero_branches`, exact), so every
+    method prunes and trains the smaller model and nothing has to hold them at
+    zero. Writes blocks.json.
     """
     import keras_admm
+    from keras_admm.compaction.zero_branches import remove_zero_branches
 
     count = _REMOVE_BLOCKS.value
-    if _METHOD.value == "admm":
-        raise ValueError(
-            "--remove_blocks works with --method gradual, one_shot_l1 or "
-            "one_shot_l2: progressive ADMM does not keep the zeroed BatchNorms "
-            "at zero. Drop --remove_blocks or pick one of those methods."
-        )
     if _PLAN.value or targeted():
         raise ValueError(
             "--remove_blocks counts its MACs into --flops_reduction plans only; "
@@ -597,9 +607,11 @@ def remove_blocks(run, model):
             "residual branches."
         )
     chosen = [branch.add for branch, _ in ranked[:count]]
-    masks = keras_admm.zero_branches(model, chosen)
+    keras_admm.zero_branches(model, chosen)
+    smaller, removed_layers = remove_zero_branches(model)
     blocks = {
         "removed": chosen,
+        "removed_layers": removed_layers,
         "sensitivity": [
             {"add": b.add, "macs": b.macs, "validation_loss_increase": float(c)}
             for b, c in ranked
@@ -608,19 +620,12 @@ def remove_blocks(run, model):
     with open(run.path("blocks.json"), "w") as f:
         json.dump(blocks, f, indent=1)
     run.report["blocks"] = blocks
-    print(f"Depth pruning: zeroed the residual branches of {chosen}", flush=True)
-    return masks
-
-
-def removed_block_masks(run, model):
-    """The masks that keep the branches in blocks.json zero ({} without one)."""
-    import keras_admm
-
-    path = run.path("blocks.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return keras_admm.zero_branches(model, json.load(f)["removed"])
+    print(
+        f"Depth pruning: removed the residual branches of {chosen} "
+        f"({_flops(model) / _flops(smaller):.2f}x fewer MACs)",
+        flush=True,
+    )
+    return smaller
 
 
 def stage_prune(run, model):
@@ -630,7 +635,9 @@ def stage_prune(run, model):
     from keras_admm.pruning import gradual, one_shot
 
     level = _FLOPS_REDUCTION.value
-    branch_masks = remove_blocks(run, model) if _REMOVE_BLOCKS.value else {}
+    dense_flops = _flops(model)
+    if _REMOVE_BLOCKS.value:
+        model = remove_blocks(run, model)
     if _PLAN.value:
         plan = load_plan(run, model, _PLAN.value)
         level = None
@@ -638,7 +645,7 @@ def stage_prune(run, model):
         plan = plan_for_speed(run, model)
         level = None
     else:
-        plan = plan_for_macs(model, _SPARSITY.value, level)
+        plan = plan_for_macs(model, _SPARSITY.value, level, dense_flops)
     plan.to_json(run.path("plan.json"))
     epochs = run.epochs(_PRUNE_EPOCHS.value)
     lr = _PRUNE_LEARNING_RATE.value
@@ -699,10 +706,7 @@ def stage_prune(run, model):
             callback.step = done * run.steps_per_epoch
 
         def compile_gradual():
-            optimizer = sgd(lr, wd)
-            if branch_masks:  # the removed branches' BatchNorms stay zero
-                optimizer = keras_admm.MaskedWrapper(optimizer, branch_masks)
-            compile_model(model, optimizer)
+            compile_model(model, sgd(lr, wd))
 
         history = run.fit(
             model,
@@ -719,7 +723,6 @@ def stage_prune(run, model):
 
         def compile_one_shot():
             masks = one_shot.one_shot_prune(model, plan, norm=norm, graph=graph)
-            masks = {**masks, **branch_masks}
             compile_model(model, keras_admm.MaskedWrapper(sgd(lr, wd), masks))
 
         history = run.fit(model, "prune", epochs, compile_one_shot)
@@ -818,7 +821,6 @@ def stage_retrain(run, model, plan, dense_path):
     def compile_masked():
         # The pruned weights are exact zeros: their masks are the plan's.
         masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
-        masks.update(removed_block_masks(run, model))
         optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
         if trained is model:
             compile_model(model, optimizer)

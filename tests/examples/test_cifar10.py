@@ -120,13 +120,13 @@ def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
 
 @needs_cifar10
 def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
-    """--remove_blocks: the cheapest branches are zeroed, counted, compacted away."""
+    """--remove_blocks: the cheapest branches leave the model before ADMM prunes it."""
     command = smoke_command(
         tmp_path,
         f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
         "--stages=prune,compact",
-        "--method=one_shot_l1",
-        "--prune_epochs=0",
+        "--method=admm",
+        "--admm_stages=1",
         "--remove_blocks=2",
         "--flops_reduction=1.5",
     )
@@ -141,11 +141,14 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
     compact = report["compact"]
     assert compact["mac_reduction"] >= 1.5
     assert compact["max_abs_output_diff_vs_pruned"] < 1e-3
-    small = keras.saving.load_model(
-        tmp_path / "resnet20_one_shot_l1_1.5x_minus2blocks.keras"
-    )
-    names = {layer.name for layer in small.layers}
-    for add in removed:
-        prefix = add[: -len("_add")]
-        assert f"{prefix}_conv1" not in names and f"{prefix}_bn2" not in names
+    pruned = keras.saving.load_model(tmp_path / "pruned.keras")
+    small = keras.saving.load_model(tmp_path / "resnet20_admm_1.5x_minus2blocks.keras")
+    for model in (pruned, small):  # trained without them, not just with zeros
+        names = {layer.name for layer in model.layers}
+        for add in removed:
+            prefix = add[: -len("_add")]
+            assert f"{prefix}_conv1" not in names and f"{prefix}_bn2" not in names
+            assert add not in names
+    removed_layers = set(report["blocks"]["removed_layers"])
+    assert {f"{add[: -len('_add')]}_conv1" for add in removed} <= removed_layers
     assert "Residual branches removed" in (tmp_path / "report.md").read_text()

@@ -526,7 +526,7 @@ def plan_for_macs(model, kind, level, dense_flops=None):
         low, high = (
             (low, mid) if compact_flops(mid) * level <= dense_flops else (mid, high)
         )
-    return plan_at(round(high, 4)).resolve(model)
+    return plan_at(high).resolve(model)  # the ratio checked (rounding may cut less)
 
 
 def targeted():
@@ -598,6 +598,11 @@ def remove_blocks(run, model):
             "drop --plan / --target_speedup / --target_latency_ms, or the flag."
         )
     d = run.data
+    if d.x_val is None or not len(d.x_val):
+        raise ValueError(
+            "--remove_blocks ranks the branches on the validation split, and "
+            "--validation_size is 0: give it some images (the default is 5000)."
+        )
     ranked = keras_admm.branch_sensitivity(
         model, (d.x_val.astype("float32"), d.y_val), max_samples=1024
     )
@@ -609,6 +614,14 @@ def remove_blocks(run, model):
     chosen = [branch.add for branch, _ in ranked[:count]]
     keras_admm.zero_branches(model, chosen)
     smaller, removed_layers = remove_zero_branches(model)
+    for branch, _ in ranked[:count]:
+        left = sorted(set(branch.layers) - set(removed_layers))
+        if left:
+            raise ValueError(
+                f"--remove_blocks: the branch of {branch.add} was zeroed but "
+                f"remove_zero_branches kept its layers {left}, so training would "
+                "bring it back. Lower --remove_blocks or leave it out."
+            )
     blocks = {
         "removed": chosen,
         "removed_layers": removed_layers,

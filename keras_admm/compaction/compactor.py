@@ -556,9 +556,10 @@ class _Compactor:
 def compact(model, align=1, column_sparse="auto", return_summary=False):
     """A new, smaller keras.Model computing the same outputs as `model`.
 
-    First drops every residual branch whose output is exactly zero (an Add
+    First drops the residual branches whose output is exactly zero (an Add
     input whose last BatchNorm has gamma = beta = 0, see
-    `compaction.zero_branches`): the Add becomes its other input. Then removes
+    `compaction.zero_branches`, which names the few Adds it leaves): the Add
+    becomes its other input. Then removes
     every channel the outputs do not need, through BatchNorm,
     activations, pooling, residual Adds, Concatenates, depthwise layers and
     Flatten -> Dense: all-zero filters (their constant bias / BN beta is

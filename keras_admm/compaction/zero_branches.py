@@ -74,11 +74,11 @@ def _zero_in_zero_out(node) -> bool:
     layer = node.operation
     if isinstance(layer, keras.Model):
         return False
+    if any(None in tuple(t.shape[1:]) for t in node.input_tensors):
+        return False  # unknown sizes (e.g. Input((None, None, 3))): not probed
     arrays = {
         id(t): np.zeros((1,) + tuple(t.shape[1:]), t.dtype) for t in node.input_tensors
     }
-    if any(None in a.shape for a in arrays.values()):
-        return False
     try:
         args, kwargs = node.arguments.fill_in(arrays)
         if isinstance(layer, keras.Layer):
@@ -118,9 +118,11 @@ def remove_zero_branches(model):
     """`model` without the Add inputs that are exact zeros, and the layers removed.
 
     Each `Add` with exactly one input that is not identically zero becomes that
-    input; layers that then feed nothing are left out. Exact: x + 0 = x. Adds
-    with two or more non-zero inputs, and zeros that reach other layers, are
-    left to `compact()`'s per-channel constants. The input model is unchanged.
+    input; layers that then feed nothing are left out. Exact: x + 0 = x. Left
+    as they are (to `compact()`'s per-channel constants): Adds with two or more
+    non-zero inputs or none, an Add layer called more than once, an Add that
+    broadcasts its non-zero input to a larger shape, and zeros that reach
+    other layers. The input model is unchanged.
 
     Returns:
         (new model, names of the layers left out); `model` itself and [] when
@@ -144,8 +146,12 @@ def remove_zero_branches(model):
             continue
         if calls[id(node.operation)] > 1:  # a shared Add: left to compact()
             continue
-        live = [i for i, t in enumerate(node.input_tensors) if id(t) not in zeros]
-        if len(live) == 1 and len(node.input_tensors) > 1:
+        inputs = node.input_tensors
+        live = [i for i, t in enumerate(inputs) if id(t) not in zeros]
+        if len(live) != 1 or len(inputs) < 2:
+            continue
+        # x + 0 is x only where the Add did not broadcast x to a larger shape
+        if tuple(inputs[live[0]].shape) == tuple(node.output_tensors[0].shape):
             route[id(node.operation)] = live[0]
     if not route:
         return model, []

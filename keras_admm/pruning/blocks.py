@@ -85,9 +85,11 @@ def residual_branches(model) -> list:
 
     For an Add of two tensors, the branch is the input with the most
     exclusive layers (those the other input does not depend on); it counts
-    when those layers feed nothing but the branch and the Add, are called
-    once, and end in a BatchNormalization with a scale and a center. A
-    projection block's long branch counts (its 1x1 shortcut stays).
+    when those layers feed nothing but the branch and the Add (no model
+    output among them), are called once, include no model input, and end in
+    a BatchNormalization with a scale and a center. An Add layer called more
+    than once has no branch. A projection block's long branch counts (its
+    1x1 shortcut stays).
 
     Raises:
         TypeError / ValueError: a subclassed model, or a Sequential without
@@ -101,10 +103,14 @@ def residual_branches(model) -> list:
     for node in nodes:
         for t in node.input_tensors:
             consumers.setdefault(id(_producer(t)), set()).add(id(node.operation))
+    for t in functional.outputs:  # a model output is used outside any branch
+        consumers.setdefault(id(_producer(t)), set()).add(None)
     cache, branches = {}, []
     for node in nodes:
         add = node.operation
         if not isinstance(add, keras.layers.Add) or len(node.input_tensors) != 2:
+            continue
+        if len(add._inbound_nodes) != 1:  # one Add layer called twice: no one name
             continue
         a, b = node.input_tensors
         sets = [_ancestors(a, cache) - _ancestors(b, cache)]
@@ -117,6 +123,8 @@ def residual_branches(model) -> list:
         members = [by_id.get(i) for i in exclusive]
         if any(layer is None or len(layer._inbound_nodes) != 1 for layer in members):
             continue
+        if any(isinstance(layer, keras.layers.InputLayer) for layer in members):
+            continue  # a model input feeding only the branch stays a model input
         allowed = exclusive | {id(add)}
         if any(not consumers.get(i, set()) <= allowed for i in exclusive):
             continue
@@ -155,6 +163,11 @@ def zero_branches(model, adds) -> dict:
         ValueError: a name that is not the Add of a removable branch; the
             message lists the ones there are.
     """
+    if isinstance(adds, str):
+        raise TypeError(
+            f"zero_branches(): `adds` must be a list of Add layer names, got the "
+            f"string {adds!r}; pass [{adds!r}]."
+        )
     branches = {b.add: b for b in residual_branches(model)}
     unknown = [name for name in adds if name not in branches]
     if unknown:

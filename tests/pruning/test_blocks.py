@@ -141,14 +141,115 @@ def test_branch_sensitivity_ranks_and_restores():
     before = [keras.ops.convert_to_numpy(w) for w in model.weights]
     ranked = branch_sensitivity(model, (x, y), batch_size=32)
     assert sorted(b.add for b, _ in ranked) == ["s1b0_add", "s2b0_add", "s3b0_add"]
-    costs = [c for _, c in ranked]
-    assert costs == sorted(costs)
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)
-    # The cost is the loss with that branch zeroed, minus the loss without.
+    # Each cost is the loss with that branch alone zeroed, minus the loss without.
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    base = float(keras.ops.convert_to_numpy(loss(y, model(x, training=False))))
-    branch, cost = ranked[0]
-    zero_branches(model, [branch.add])
-    cut = float(keras.ops.convert_to_numpy(loss(y, model(x, training=False))))
-    assert cost == pytest.approx(cut - base, rel=1e-4, abs=1e-5)
+
+    def loss_now():
+        return float(keras.ops.convert_to_numpy(loss(y, model(x, training=False))))
+
+    base = loss_now()
+    for branch, cost in ranked:
+        zero_branches(model, [branch.add])
+        assert cost == pytest.approx(loss_now() - base, rel=1e-4, abs=1e-5)
+        model.set_weights(before)
+    assert len({round(c, 6) for _, c in ranked}) == 3  # three different branches
+
+
+def _block(inputs, name, *, bn=None, after=None, tap=None):
+    """x + BN(conv(x)); optional changes that each make the branch unremovable."""
+    conv = layers.Conv2D(4, 3, padding="same", name=f"{name}_conv")(inputs)
+    y = (bn or layers.BatchNormalization(name=f"{name}_bn"))(conv)
+    if after is not None:
+        y = after(y)
+    out = layers.Add(name=f"{name}_add")([inputs, y])
+    return out, {"conv": conv, "bn": y}[tap] if tap else None
+
+
+def _model_with(**change):
+    inputs = keras.Input((8, 8, 4))
+    out, tapped = _block(inputs, "b", **change)
+    outputs = [out] if tapped is None else [out, tapped]
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bn": layers.BatchNormalization(scale=False, name="b_bn")},
+        {"bn": layers.BatchNormalization(center=False, name="b_bn")},
+        {"after": layers.Conv2D(4, 1, name="b_after")},  # a bias after the BN
+        {"tap": "conv"},  # a branch tensor is also a model output
+        {"tap": "bn"},
+    ],
+    ids=["no_scale", "no_center", "layer_after_bn", "conv_is_output", "bn_is_output"],
+)
+def test_branches_that_cannot_be_zeroed_by_their_batchnorm_are_not_listed(change):
+    assert [b.add for b in residual_branches(_model_with())] == ["b_add"]  # control
+    assert residual_branches(_model_with(**change)) == []
+
+
+def test_a_shared_add_or_an_input_in_the_branch_gives_no_branch():
+    inputs = keras.Input((8, 8, 4))
+    add = layers.Add(name="shared_add")
+    bn1 = layers.BatchNormalization(name="bn1")(
+        layers.Conv2D(4, 3, padding="same")(inputs)
+    )
+    y = add([inputs, bn1])
+    bn2 = layers.BatchNormalization(name="bn2")(layers.Conv2D(4, 3, padding="same")(y))
+    model = keras.Model(inputs, add([y, bn2]))
+    assert residual_branches(model) == []
+    model.get_layer("bn2").gamma.assign(np.zeros(4))
+    model.get_layer("bn2").beta.assign(np.zeros(4))
+    assert remove_zero_branches(model) == (model, [])  # left to compact()
+
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    branch = layers.BatchNormalization(name="bn")(layers.Dense(6, name="db")(b))
+    two_inputs = keras.Model(
+        [a, b], layers.Add(name="add")([layers.Dense(6)(a), branch])
+    )
+    assert residual_branches(two_inputs) == []  # input b would stay a model input
+
+
+def test_zero_branches_wants_a_list_of_names():
+    model = models.resnet_cifar(8)
+    with pytest.raises(TypeError, match=r"pass \['s1b0_add'\]"):
+        zero_branches(model, "s1b0_add")
+
+
+def test_an_add_that_broadcasts_its_live_input_is_kept():
+    inputs = keras.Input((4, 4, 3))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="gap")(inputs)
+    zero = layers.Conv2D(3, 1, use_bias=False, kernel_initializer="zeros", name="zero")(
+        inputs
+    )
+    model = keras.Model(
+        inputs, layers.Flatten()(layers.Add(name="add")([pooled, zero]))
+    )
+    smaller, removed = remove_zero_branches(model)
+    assert removed == [] and smaller.output_shape == model.output_shape == (None, 48)
+    small = keras_admm.compact(model)
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )
+
+
+def test_compact_removes_a_zero_branch_with_unknown_image_sizes():
+    inputs = keras.Input((None, None, 3))
+    zero = layers.Conv2D(
+        3, 3, padding="same", use_bias=False, kernel_initializer="zeros", name="zero"
+    )(inputs)
+    relu = layers.ReLU(name="relu")(zero)  # zeros probed through: skipped, unknown size
+    other = layers.Conv2D(3, 1, name="other")(inputs)
+    model = keras.Model(inputs, layers.Add(name="add")([other, relu]))
+    small = keras_admm.compact(model)
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )

@@ -44,7 +44,7 @@ test: lint
 	@rm -rf .pytest-jax; mkdir -p .pytest-jax; \
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider \
 		--basetemp=.pytest-jax/tmp $(JAX_TESTS) > .pytest-jax/log 2>&1 & jax=$$!; \
-	$(PY) -m pytest -q tests; tf=$$?; \
+	$(PY) -m pytest -q --durations=12 tests; tf=$$?; \
 	wait $$jax; jx=$$?; \
 	echo "--- the jax pass (KERAS_BACKEND=jax) ---"; \
 	cat .pytest-jax/log; \

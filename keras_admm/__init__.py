@@ -59,6 +59,7 @@ _EXPORTS = {
     "CompactionSummary": "keras_admm.compaction",
     "compact": "keras_admm.compaction",
     "fold_batchnorm": "keras_admm.compaction",
+    "remove_zero_branches": "keras_admm.compaction.zero_branches",
     "ExportError": "keras_admm.exporting",
     "ExportResult": "keras_admm.exporting",
     "ExportVerificationError": "keras_admm.exporting",

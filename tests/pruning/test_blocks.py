@@ -218,6 +218,17 @@ def test_zero_branches_wants_a_list_of_names():
         zero_branches(model, "s1b0_add")
 
 
+def _assert_compact_is_exact(model, shape):
+    """compact(model) gives model's outputs on random inputs of `shape`."""
+    small = keras_admm.compact(model)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )
+
+
 def test_an_add_that_broadcasts_its_live_input_is_kept():
     inputs = keras.Input((4, 4, 3))
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="gap")(inputs)
@@ -229,13 +240,7 @@ def test_an_add_that_broadcasts_its_live_input_is_kept():
     )
     smaller, removed = remove_zero_branches(model)
     assert removed == [] and smaller.output_shape == model.output_shape == (None, 48)
-    small = keras_admm.compact(model)
-    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(small(x)),
-        keras.ops.convert_to_numpy(model(x)),
-        atol=1e-6,
-    )
+    _assert_compact_is_exact(model, (2, 4, 4, 3))
 
 
 def test_compact_removes_a_zero_branch_with_unknown_image_sizes():
@@ -246,10 +251,4 @@ def test_compact_removes_a_zero_branch_with_unknown_image_sizes():
     relu = layers.ReLU(name="relu")(zero)  # zeros probed through: skipped, unknown size
     other = layers.Conv2D(3, 1, name="other")(inputs)
     model = keras.Model(inputs, layers.Add(name="add")([other, relu]))
-    small = keras_admm.compact(model)
-    x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype("float32")
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(small(x)),
-        keras.ops.convert_to_numpy(model(x)),
-        atol=1e-6,
-    )
+    _assert_compact_is_exact(model, (2, 5, 7, 3))

@@ -641,6 +641,25 @@ def remove_blocks(run, model):
     return smaller
 
 
+def removed_block_masks(run, model):
+    """Masks for the branches in blocks.json that are still in `model` ({}).
+
+    Runs since session 25 take them out of the model, so there are none; a
+    pruned.keras of an older run still holds them, zeroed, and they must stay
+    zero when it is retrained.
+    """
+    import keras_admm
+
+    path = run.path("blocks.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        removed = json.load(f)["removed"]
+    names = {layer.name for layer in model.layers}
+    still_there = [add for add in removed if add in names]
+    return keras_admm.zero_branches(model, still_there) if still_there else {}
+
+
 def stage_prune(run, model):
     import keras
 
@@ -834,6 +853,7 @@ def stage_retrain(run, model, plan, dense_path):
     def compile_masked():
         # The pruned weights are exact zeros: their masks are the plan's.
         masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
+        masks.update(removed_block_masks(run, model))
         optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
         if trained is model:
             compile_model(model, optimizer)

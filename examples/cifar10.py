@@ -579,7 +579,7 @@ def load_plan(run, model, path):
 
 
 # ------------------------------------------------------------------- prune
-def remove_blocks(run, model):
+def remove_blocks(run, model, dense_flops):
     """The model without its --remove_blocks cheapest residual branches.
 
     Ranked by the validation loss with each branch alone zeroed (1,024
@@ -635,7 +635,7 @@ def remove_blocks(run, model):
     run.report["blocks"] = blocks
     print(
         f"Depth pruning: removed the residual branches of {chosen} "
-        f"({_flops(model) / _flops(smaller):.2f}x fewer MACs)",
+        f"({dense_flops / _flops(smaller):.2f}x fewer MACs)",
         flush=True,
     )
     return smaller
@@ -669,7 +669,7 @@ def stage_prune(run, model):
     level = _FLOPS_REDUCTION.value
     dense_flops = _flops(model)
     if _REMOVE_BLOCKS.value:
-        model = remove_blocks(run, model)
+        model = remove_blocks(run, model, dense_flops)
     if _PLAN.value:
         plan = load_plan(run, model, _PLAN.value)
         level = None

@@ -34,7 +34,7 @@ import numpy as np
 from keras_admm import registry
 from keras_admm.graph import check_graph_model, ordered_nodes
 
-__all__ = ["ResidualBranch", "residual_branches", "zero_branches"]
+__all__ = ["ResidualBranch", "residual_branches", "zero_branch", "zero_branches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +178,19 @@ def zero_branches(model, adds) -> dict:
         )
     masks = {}
     for name in adds:
-        bn = model.get_layer(branches[name].batchnorm)
-        for variable in (bn.gamma, bn.beta):
-            variable.assign(np.zeros(variable.shape, variable.dtype))
-            masks[variable.path] = np.zeros(variable.shape, "float32")
+        masks.update(zero_branch(model, branches[name]))
+    return masks
+
+
+def zero_branch(model, branch) -> dict:
+    """Zero one `ResidualBranch` of `model` (its BatchNorm's gamma and beta).
+
+    `zero_branches` by Add name, without finding the branches again; returns
+    the same {weight path: 0 mask}.
+    """
+    bn = model.get_layer(branch.batchnorm)
+    masks = {}
+    for variable in (bn.gamma, bn.beta):
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+        masks[variable.path] = np.zeros(variable.shape, "float32")
     return masks

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from keras_admm.plan import PruningPlan
-from keras_admm.pruning.blocks import residual_branches
+from keras_admm.pruning.blocks import residual_branches, zero_branch
 from keras_admm.pruning.masks import apply_masks, projection_masks
 
 __all__ = [
@@ -226,9 +226,7 @@ def branch_sensitivity(
         bn = model.get_layer(branch.batchnorm)
         saved = [keras.ops.convert_to_numpy(v) for v in (bn.gamma, bn.beta)]
         try:
-            # what zero_branches does, for this one branch
-            bn.gamma.assign(np.zeros_like(saved[0]))
-            bn.beta.assign(np.zeros_like(saved[1]))
+            zero_branch(model, branch)
             costs.append((branch, evaluate() - base))
         finally:
             bn.gamma.assign(saved[0])

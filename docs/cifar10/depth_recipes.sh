@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The two 30-epoch depth-pruning recipes of docs/CIFAR10.md, from one dense model:
+#   2x: 5 of 9 residual branches out, 30 masked epochs, cosine from 0.05;
+#   3x: the same branches out + filter pruning to 3x, 10 gradual epochs at 0.05,
+#       then 20 masked epochs, cosine from 0.05.
+# About 50 s an epoch each on 2 idle cores (the model without its 5 branches).
+# DENSE picks the dense model, SEED the data order, OUT the folder, LEVELS the runs;
+# RESUME=1 continues cut-off runs. Examples:
+#   docs/cifar10/depth_recipes.sh                       # from the 30-epoch dense model
+#   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
+#   DENSE=runs/cifar10/resnet20_dense164/resnet20_dense.keras TAG=_dense164 \
+#       docs/cifar10/depth_recipes.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=.venv/bin/python
+DENSE=${DENSE:-docs/cifar10/models/resnet20_dense.keras}
+SEED=${SEED:-0}
+LEVELS=${LEVELS:-"2 3"}
+TAG=${TAG:-}
+OUT=${OUT:-runs/cifar10_depth30}
+RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
+for level in $LEVELS; do
+  case $level in
+    2) schedule=(--prune_epochs 0 --retrain_epochs 30) ;;
+    3) schedule=(--prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs 20) ;;
+    *) echo "LEVELS: 2 or 3, not '$level'" >&2; exit 2 ;;
+  esac
+  $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
+      --method gradual --sparsity filter --flops_reduction "$level" --remove_blocks 5 \
+      "${schedule[@]}" --retrain_learning_rate 0.05 --seed "$SEED" \
+      --output_dir "$OUT/resnet20_depth_${level}x_minus5blocks_seed$SEED$TAG" $RESUME_FLAG
+done
+echo EXIT

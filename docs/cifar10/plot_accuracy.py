@@ -1,10 +1,12 @@
 """Plots the ResNet-20 rows of docs/CIFAR10.md: test accuracy against MACs and
 against latency measured on ONNX Runtime and TF (batch 32).
 
-Reads only committed results: docs/cifar10/<run>/report.json (accuracy, MACs of
-the compact model) and docs/cifar10/target/profile_<engine>/profile.json (one
-interleaved timing run of the dense, uniform gradual and planned models on an
-idle machine). Writes accuracy_vs_macs.png and accuracy_vs_latency.png here.
+Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
+docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
+epochs; blocks.json marks a depth-pruned run), and
+docs/cifar10/depth_fold25/run{1,2}/profile.json (two interleaved timing runs of
+seven BatchNorm-folded models on an idle machine). Writes accuracy_vs_macs.png
+and accuracy_vs_latency.png here.
 
     .venv/bin/python docs/cifar10/plot_accuracy.py
 """
@@ -18,23 +20,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = {"admm": "o", "gradual": "s", "one_shot_l1": "^"}
+MARKERS = {
+    "admm": "o",
+    "gradual": "s",
+    "one_shot_l1": "^",
+    "depth": "P",
+    "depth + channels": "X",
+    "planned for speed": "D",
+    "dense": "*",
+}
 COLORS = {
     "admm": "tab:blue",
     "gradual": "tab:orange",
     "one_shot_l1": "tab:green",
-    "planned": "tab:red",
+    "depth": "tab:purple",
+    "depth + channels": "tab:brown",
+    "planned for speed": "tab:red",
     "dense": "black",
 }
-# Report names in the timing run -> the run folders holding their accuracy.
-KIND = {"dense": "dense", "uniform_2x": "gradual", "uniform_3x": "gradual"}
+# Models of the timing runs -> the run folders whose accuracy they carry. The
+# 12- and 30-epoch channel-pruned models have the same widths, so one timing
+# serves both budgets.
 TIMED = {
-    "dense": "resnet20_dense",
-    "uniform_2x": "resnet20_gradual_2x",
-    "uniform_3x": "resnet20_gradual_3x",
-    "target_speed_of_uniform3x": "resnet20_gradual_speed_of_uniform3x",
-    "target_speed1.5x": "resnet20_gradual_speed1.5x",
+    "dense": ["resnet20_dense"],
+    "gradual_2x": ["resnet20_gradual_2x", "budget30/gradual_2x"],
+    "gradual_3x": ["resnet20_gradual_3x", "budget30/gradual_3x"],
+    "depth_2x": ["resnet20_gradual_2x_minus5blocks"],
+    "depth_3x": ["resnet20_gradual_3x_minus6blocks"],
+    "depth_2x_30ep": ["budget30/depth_2x_minus5blocks_lr005"],
+    "mix_3x_30ep": ["budget30/mix_3x_minus5blocks_lr005"],
 }
+TIMING_RUNS = ("depth_fold25/run1", "depth_fold25/run2")
 
 
 def _load(folder):
@@ -48,72 +64,134 @@ def _test_accuracy(report):
     return 100 * report["accuracy"]["test"]
 
 
+def _epochs(report):
+    return report["prune"]["epochs"] + report["retrain"]["epochs"]
+
+
+def _cuts_channels(folder):
+    """Whether the run's plan removes a channel anywhere (ResNet-20's narrowest
+    layers have 16 channels; the bisected ratio of a depth-only run is ~0.0002)."""
+    with open(os.path.join(HERE, folder, "plan.json")) as f:
+        rules = json.load(f)["rules"]
+    ratios = [float(r["sparsity"].split(":")[1]) for r in rules]
+    return max(ratios) * 16 >= 1
+
+
+def _kind(folder):
+    """The legend entry of one run folder."""
+    name = os.path.basename(folder)
+    if "speed" in name:
+        return "planned for speed"
+    if os.path.exists(os.path.join(HERE, folder, "blocks.json")):
+        return "depth + channels" if _cuts_channels(folder) else "depth"
+    for method in ("admm", "gradual", "one_shot_l1"):
+        if name.startswith((f"resnet20_{method}_", f"{method}_")):
+            return method
+    raise ValueError(f"{folder}: no method in its name")
+
+
 def runs():
-    """[(folder, method, MACs in millions, test accuracy)] of the 12-epoch rows."""
+    """[(folder, kind, epochs, MACs in millions, test accuracy)] of every row."""
+    folders = [f for f in sorted(os.listdir(HERE)) if f.startswith("resnet20_")]
+    folders += [
+        os.path.join("budget30", f)
+        for f in sorted(os.listdir(os.path.join(HERE, "budget30")))
+    ]
     rows = []
-    dense = _load("resnet20_dense")
     dense_macs = None
-    for folder in sorted(os.listdir(HERE)):
-        if not folder.startswith("resnet20_") or "align" in folder:
-            continue
-        if not os.path.exists(os.path.join(HERE, folder, "report.json")):
-            continue
+    for folder in folders:
+        if "align" in folder or not os.path.exists(
+            os.path.join(HERE, folder, "report.json")
+        ):
+            continue  # _align8: the same weights as another row, more MACs
         report = _load(folder)
         if "compact" not in report:
             continue
-        if report["prune"]["epochs"] + report["retrain"]["epochs"] != 12:
-            continue  # another budget: not comparable in this plot
         dense_macs = report["dense"]["flops"] / 2e6
-        method = next((m for m in METHODS if folder.startswith(f"resnet20_{m}_")), None)
         macs = report["compact"]["flops"] / 2e6
-        rows.append((folder, method, macs, _test_accuracy(report)))
-    rows.append(("resnet20_dense", "dense", dense_macs, _test_accuracy(dense)))
+        rows.append(
+            (folder, _kind(folder), _epochs(report), macs, _test_accuracy(report))
+        )
+    rows.append(
+        (
+            "resnet20_dense",
+            "dense",
+            0,
+            dense_macs,
+            _test_accuracy(_load("resnet20_dense")),
+        )
+    )
     return rows
 
 
-def plot_macs(rows, path):
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for folder, method, macs, accuracy in rows:
-        planned = "speed" in folder
-        kind = "planned" if planned else method
-        marker = {"dense": "*", "planned": "D"}.get(kind) or METHODS[method]
-        label = "planned for speed (gradual)" if planned else method
-        ax.scatter(macs, accuracy, marker=marker, color=COLORS[kind], s=60, label=label)
+def _scatter(ax, x, y, kind, epochs, **kwargs):
+    """Filled markers: 30-epoch budgets and the dense model; hollow: 12 epochs."""
+    filled = epochs != 12
+    ax.scatter(
+        x,
+        y,
+        marker=MARKERS[kind],
+        s=60,
+        facecolors=COLORS[kind] if filled else "none",
+        edgecolors=COLORS[kind],
+        label=kind if kind == "dense" else f"{kind}, {epochs} epochs",
+        **kwargs,
+    )
+
+
+def _legend(ax):
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+
+
+def plot_macs(rows, path):
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for _, kind, epochs, macs, accuracy in rows:
+        _scatter(ax, macs, accuracy, kind, epochs)
+    _legend(ax)
     ax.set_xlabel("multiply-accumulates of the compact model (M)")
     ax.set_ylabel("test accuracy, 10,000 images (%)")
-    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), 12-epoch pruning budgets")
+    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), 12- and 30-epoch pruning budgets")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_latency(path):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+def _latencies(engine):
+    """{model: [median ms of each timing run]} at batch 32."""
+    found = {}
+    for run in TIMING_RUNS:
+        with open(os.path.join(HERE, run, "profile.json")) as f:
+            for r in json.load(f)["results"]:
+                if r["batch_size"] == 32 and r["engine"] == engine:
+                    found.setdefault(r["model"], []).append(r["median_ms"])
+    return found
+
+
+def plot_latency(rows, path):
+    by_folder = {
+        folder: (kind, epochs, accuracy) for folder, kind, epochs, _, accuracy in rows
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     for ax, engine in zip(axes, ("onnxruntime", "tf")):
-        profile_path = os.path.join(HERE, "target", f"profile_{engine}", "profile.json")
-        with open(profile_path) as f:
-            results = json.load(f)["results"]
-        for r in results:
-            if r["batch_size"] != 32 or r["model"] not in TIMED:
-                continue
-            accuracy = _test_accuracy(_load(TIMED[r["model"]]))
-            color = COLORS[KIND.get(r["model"], "planned")]
-            ax.scatter(r["median_ms"], accuracy, s=60, color=color)
-            ax.annotate(
-                r["model"],
-                (r["median_ms"], accuracy),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-        ax.set_xlabel(f"median latency, {engine}, batch 32 (ms)")
+        latencies = _latencies(engine)
+        for model, folders in TIMED.items():
+            low, high = min(latencies[model]), max(latencies[model])
+            for folder in folders:
+                kind, epochs, accuracy = by_folder[folder]
+                # A bar from the faster to the slower of the two timing runs.
+                ax.plot([low, high], [accuracy, accuracy], color=COLORS[kind], lw=1)
+                _scatter(ax, (low + high) / 2, accuracy, kind, epochs)
+        ax.set_xlabel(f"median latency, {engine}, batch 32, BatchNorm folded (ms)")
         ax.grid(alpha=0.3)
+    _legend(axes[1])
     axes[0].set_ylabel("test accuracy, 10,000 images (%)")
-    fig.suptitle("ResNet-20: accuracy against measured latency (2-core CPU, idle)")
+    fig.suptitle(
+        "ResNet-20: accuracy against measured latency (2-core CPU, idle; "
+        "bars span two timing runs)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -121,10 +199,10 @@ def plot_latency(path):
 
 def main():
     rows = runs()
-    for folder, method, macs, accuracy in rows:
-        print(f"{folder:45s} {method:12s} {macs:7.2f} M  {accuracy:.2f}%")
+    for folder, kind, epochs, macs, accuracy in rows:
+        print(f"{folder:45s} {kind:18s} {epochs:3d} ep {macs:7.2f} M  {accuracy:.2f}%")
     plot_macs(rows, os.path.join(HERE, "accuracy_vs_macs.png"))
-    plot_latency(os.path.join(HERE, "accuracy_vs_latency.png"))
+    plot_latency(rows, os.path.join(HERE, "accuracy_vs_latency.png"))
 
 
 if __name__ == "__main__":

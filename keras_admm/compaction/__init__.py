@@ -13,6 +13,7 @@ from keras_admm.compaction.batchnorm_folding import fold_batchnorm
 from keras_admm.compaction.compactor import column_sparse_pays, compact
 from keras_admm.compaction.layers import ColumnSparseConv2D, same_padding
 from keras_admm.compaction.summary import CompactionSummary
+from keras_admm.compaction.zero_branches import remove_zero_branches
 
 __all__ = [
     "ColumnSparseConv2D",
@@ -20,5 +21,6 @@ __all__ = [
     "column_sparse_pays",
     "compact",
     "fold_batchnorm",
+    "remove_zero_branches",
     "same_padding",
 ]

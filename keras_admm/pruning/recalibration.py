@@ -39,7 +39,7 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
     variance of its inputs over all the samples, batch sizes weighted. No other
     variable changes; the layers' `momentum` and `trainable` are restored.
 
-        pruned = keras_admm.hard_prune(model, plan)   # after ADMM
+        masks = keras_admm.hard_prune(model, plan)    # after ADMM
         keras_admm.recalibrate_batchnorm(model, x_train[:2000])
         model.evaluate(x_val, y_val)                  # no stale statistics
 

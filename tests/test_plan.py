@@ -329,11 +329,15 @@ def test_unbuilt_model_raises():
 
 
 @pytest.mark.parametrize(
-    "key, error",
-    [(3, TypeError), (int, TypeError), ("", TypeError)],
+    "key, message",
+    [
+        (3, "rule key must be a layer name"),
+        (int, "class must be a keras.Layer"),
+        ("", "rule key must be a layer name"),
+    ],
 )
-def test_bad_rule_keys(key, error):
-    with pytest.raises(error):
+def test_bad_rule_keys(key, message):
+    with pytest.raises(TypeError, match=message):
         PruningPlan({key: "filter:0.5"})
 
 

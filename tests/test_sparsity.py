@@ -673,9 +673,9 @@ def test_bad_ratio_raises_value_error(cls, ratio):
 
 @pytest.mark.parametrize("ratio", [True, False, "0.5", None])
 def test_non_number_ratio_raises_type_error(ratio):
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"ratio must be a number in \[0, 1\)"):
         sparsity.Filter(ratio)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"shape_ratio must be a number in \[0, 1\)"):
         sparsity.FilterShape(0.5, ratio)
 
 

@@ -46,9 +46,18 @@ def _float64(tensor):
 
 
 def max_relative_error(expected, actual) -> float:
-    """max |expected - actual| / max |expected| (over all outputs)."""
+    """max |expected - actual| / max |expected| (over all outputs).
+
+    Raises ValueError if the two have different numbers of outputs or shapes:
+    a model that lost an output, or one that broadcasts, does not match.
+    """
     expected = [_float64(e) for e in keras.tree.flatten(expected)]
     actual = [_float64(a) for a in keras.tree.flatten(actual)]
+    if len(expected) != len(actual):
+        raise ValueError(f"{len(expected)} outputs expected, got {len(actual)}")
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        if e.shape != a.shape:
+            raise ValueError(f"output {i}: shape {e.shape} expected, got {a.shape}")
     scale = max(max(float(np.abs(e).max()) for e in expected), 1e-6)
     diff = max(float(np.abs(e - a).max()) for e, a in zip(expected, actual))
     return diff / scale

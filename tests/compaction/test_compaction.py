@@ -741,6 +741,18 @@ def test_fuzzed_architectures_match(seed):
     assert result.matched, str(result)
 
 
+def test_max_relative_error_rejects_a_lost_output_or_a_broadcast_shape():
+    # The equivalence checks of this file rest on it: a compacted model that
+    # dropped an output, or returns (1, N) for (B, N), must not count as equal.
+    batch = np.ones((3, 4), np.float32)
+    assert fuzz.max_relative_error([batch, 2 * batch], [batch, 2 * batch]) == 0.0
+    assert fuzz.max_relative_error(batch, batch + 0.5) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="2 outputs expected, got 1"):
+        fuzz.max_relative_error([batch, batch], [batch])
+    with pytest.raises(ValueError, match=r"output 0: shape \(3, 4\) expected"):
+        fuzz.max_relative_error(batch, batch[:1])
+
+
 # ------------------------------------- activations that may mix channels (issue 12)
 def _zero_first_units(layer, count):
     kernel = layer.kernel.numpy()

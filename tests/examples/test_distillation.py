@@ -77,6 +77,19 @@ def test_fit_trains_the_student_in_place_and_leaves_the_teacher():
     )
 
 
+def test_student_accuracy_scores_the_student_not_the_teacher():
+    student, teacher = small_net("student", 0), small_net("teacher", 1)
+    combined = with_teacher(student, teacher)
+    combined.compile(loss=DistillationLoss(3), metrics=[student_accuracy(3)])
+    x = np.random.default_rng(1).normal(size=(64, 6)).astype("float32")
+    # Labels = the teacher's own predictions: the teacher scores 100% on them.
+    y = keras.ops.convert_to_numpy(teacher(x)).argmax(-1)
+    student_hits = keras.ops.convert_to_numpy(student(x)).argmax(-1) == y
+    assert student_hits.mean() < 1.0  # else the check below could not tell
+    got = combined.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    assert got["accuracy"] == pytest.approx(student_hits.mean(), abs=1e-6)
+
+
 def test_mismatched_teacher_is_refused():
     inputs = keras.Input((5,))
     other = keras.Model(inputs, keras.layers.Dense(3)(inputs), name="other")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -252,9 +253,13 @@ def test_timing_max_time_caps_the_loop():
 def test_timing_with_the_real_clock_meets_both_minimums():
     calls = []
     protocol = profiling.TimingProtocol(warmup=1, min_repeats=4, min_time_s=0.05)
+    start = time.perf_counter()
     samples = profiling.time_interleaved({"x": lambda: calls.append(1)}, protocol)
+    elapsed = time.perf_counter() - start
     assert len(samples["x"]) >= 4
     assert len(calls) == len(samples["x"]) + 1
+    # A call takes microseconds: only the 0.05 s minimum makes it repeat more.
+    assert len(samples["x"]) > 4 and elapsed >= 0.05
 
 
 @pytest.mark.parametrize(
@@ -412,6 +417,17 @@ def test_profile_models_reports_speedup_flop_ratio_and_efficiency(
             assert row["efficiency"] == pytest.approx(
                 row["speedup"] / row["flop_ratio"]
             )
+            # The speedup is the dense model's median over this one's, measured
+            # on the same engine and batch size.
+            (base,) = (
+                r
+                for r in results
+                if r["model"] == "dense"
+                and (r["engine"], r["batch_size"]) == (row["engine"], row["batch_size"])
+            )
+            assert row["speedup"] == pytest.approx(
+                base["median_ms"] / row["median_ms"], rel=1e-2
+            )
     assert report["engines"]["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
     assert "usable_cores" in report["environment"]
 
@@ -463,17 +479,34 @@ def test_saved_model_is_timed_and_converted(model_files, tmp_path):
     assert len(report["results"]) == 4
 
 
-def test_tf_engine_with_xla_jit_runs_and_records_it(model_files, tmp_path):
+@pytest.mark.parametrize("jit", [True, False])
+def test_tf_engine_compiles_with_xla_only_when_asked(
+    model_files, tmp_path, monkeypatch, jit
+):
+    import tensorflow as tf
+
+    compiled = []  # the jit_compile of each tf.function the engine makes
+    real_function = tf.function
+
+    def recording_function(*args, **kwargs):
+        # (Keras's own TF ops make some with jit_compile=True, e.g. for conv.)
+        caller = sys._getframe(1).f_code.co_filename
+        if caller.endswith(os.path.join("profiling", "engines.py")):
+            compiled.append(kwargs.get("jit_compile"))
+        return real_function(*args, **kwargs)
+
+    monkeypatch.setattr(tf, "function", recording_function)
     report = profiling.profile_models(
         model_files["half"],
         engines=["tf"],
         device="cpu",
-        jit=True,
+        jit=jit,
         protocol=FAST,
         workdir=str(tmp_path),
     )
-    assert report["engines"]["tf"]["xla_jit"] is True
+    assert report["engines"]["tf"]["xla_jit"] is jit
     assert report["results"][0]["count"] >= FAST.min_repeats
+    assert compiled and all(flag is jit for flag in compiled), compiled
 
 
 def test_keras_engine_times_keras_files_on_the_active_backend(model_files):
@@ -657,15 +690,20 @@ def test_litert_refuses_onnx_files_gpu_and_a_fixed_other_batch(model_files, tmp_
     # A file converted with a fixed batch of 1: it cannot be resized to 2.
     import tensorflow as tf
 
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Dense(2)])
-    spec = tf.TensorSpec([1, 8, 8, 3], tf.float32)
-    function = tf.function(lambda t: model(t)).get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    # (from_concrete_functions of a Keras 3 model writes a file whose outputs
+    # are not the model's on TF 2.21; from_keras_model with a fixed Input is exact.)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3), batch_size=1), keras.layers.Dense(2)]
+    )
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     path = tmp_path / "fixed.tflite"
     path.write_bytes(converter.convert())
     with pytest.raises(ValueError, match="fixed batch size of 1.*batch 2"):
         engine.runner(profiling.open_source(str(path)), 2, "cpu", x)
-    assert engine.runner(profiling.open_source(str(path)), 1, "cpu", x[:1])
+    # Its own batch size runs, and gives the model's outputs.
+    one = np.random.default_rng(0).standard_normal((1, 8, 8, 3), "float32")
+    (got,) = engine.runner(profiling.open_source(str(path)), 1, "cpu", one)()
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(one)), atol=1e-5)
 
 
 @needs_openvino
@@ -703,7 +741,11 @@ def test_openvino_refuses_a_fixed_other_batch(model_files, tmp_path):
     x = np.zeros((2, 8, 8, 3), "float32")
     with pytest.raises(ValueError, match="fixed batch size of 1.*batch 2"):
         engine.runner(profiling.open_source(path), 2, "cpu", x)
-    assert engine.runner(profiling.open_source(path), 1, "cpu", x[:1])
+    # Its own batch size runs, and gives the model's outputs.
+    one = np.random.default_rng(0).standard_normal((1, 8, 8, 3), "float32")
+    outputs = engine.runner(profiling.open_source(path), 1, "cpu", one)()
+    expected = _keras_outputs(model_files, "half", one)
+    np.testing.assert_allclose(outputs[0], expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

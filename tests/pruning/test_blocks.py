@@ -60,6 +60,8 @@ def test_compact_removes_zeroed_branches_exactly_and_reports_them():
     assert all(not m.any() for m in masks.values())
     x = _x()
     expected = keras.ops.convert_to_numpy(model(x))
+    names_before = [layer.name for layer in model.layers]
+    weights_before = [np.array(w) for w in model.get_weights()]
     small, summary = keras_admm.compact(model, return_summary=True)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(small(x)), expected, atol=1e-5
@@ -75,7 +77,10 @@ def test_compact_removes_zeroed_branches_exactly_and_reports_them():
     removed_macs = sum(b.macs for b in residual_branches(model) if b.add in adds)
     totals = summary.totals
     assert totals["flops_before"] - totals["flops_after"] == 2 * removed_macs
-    assert model.get_layer("s1b1_conv1") is not None  # the input model is unchanged
+    # The input model is unchanged: same layers, same weights.
+    assert [layer.name for layer in model.layers] == names_before
+    for before, after in zip(weights_before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(after, before)
 
 
 def test_only_a_gamma_and_beta_of_zero_make_a_branch_of_zeros():
@@ -243,12 +248,23 @@ def test_an_add_that_broadcasts_its_live_input_is_kept():
     _assert_compact_is_exact(model, (2, 4, 4, 3))
 
 
-def test_compact_removes_a_zero_branch_with_unknown_image_sizes():
+@pytest.mark.parametrize("with_relu", [False, True])
+def test_zero_branches_with_unknown_image_sizes(with_relu):
+    # A conv with a zero kernel and no bias is zero at any size, so its branch
+    # goes. A layer after it is only known to keep zeros by running it, which
+    # needs sizes: with Input((None, None, 3)) that branch stays, and compact
+    # (which crashed on such models before) still gives the same outputs.
     inputs = keras.Input((None, None, 3))
     zero = layers.Conv2D(
         3, 3, padding="same", use_bias=False, kernel_initializer="zeros", name="zero"
     )(inputs)
-    relu = layers.ReLU(name="relu")(zero)  # zeros probed through: skipped, unknown size
+    branch = layers.ReLU(name="relu")(zero) if with_relu else zero
     other = layers.Conv2D(3, 1, name="other")(inputs)
-    model = keras.Model(inputs, layers.Add(name="add")([other, relu]))
+    model = keras.Model(inputs, layers.Add(name="add")([other, branch]))
+    smaller, removed = remove_zero_branches(model)
+    if with_relu:
+        assert removed == [] and smaller is model
+    else:
+        assert sorted(removed) == ["add", "zero"]
+        assert [layer.name for layer in smaller.layers[1:]] == ["other"]
     _assert_compact_is_exact(model, (2, 5, 7, 3))

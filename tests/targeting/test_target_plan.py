@@ -221,7 +221,17 @@ def test_plan_for_target_meets_the_target_and_predicts_the_compact_model(mac_tab
     assert p["target_ms"] == pytest.approx(p["dense_ms"] / 1.6)
     assert plan.predicted_speedup >= 1.6
     assert p["sensitivity"]["measure"] == "loss"
-    assert p["sensitivity"]["joint"]["joint_cut_cost"] is not None
+    # The joint cost is the calibration loss of the model cut to the plan.
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    keras_admm.hard_prune(clone, plan, graph=True)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    cut_cost = float(loss(data[1], clone(data[0]))) - float(
+        loss(data[1], model(data[0]))
+    )
+    assert p["sensitivity"]["joint"]["joint_cut_cost"] == pytest.approx(
+        cut_cost, rel=1e-4, abs=1e-6
+    )
     # Every planned kernel is a Filter cut; kept counts are candidate counts.
     assert all(t.sparsity.kind == "filter" for t in plan.targets)
     for g in p["groups"]:

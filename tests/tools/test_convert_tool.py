@@ -187,6 +187,44 @@ def test_onnx_int8_is_calibrated_on_the_given_batch(tool, tmp_path, model_file):
     assert "top-1 agreement" in (out / "summary.md").read_text()
     session = onnxruntime.InferenceSession(str(out / "model_int8.onnx"))
     assert session.get_inputs()[0].type == "tensor(float)"
+    # The int8 ranges come from that batch: the same images at 100x their
+    # scale give a 100x larger scale for the quantized input.
+    np.save(tmp_path / "images100.npy", images * 100)
+    out100 = tmp_path / "out100"
+    run_main(
+        tool,
+        f"--model={model_file}",
+        f"--output_dir={out100}",
+        "--formats=onnx_int8",
+        f"--calibration_data={tmp_path / 'images100.npy'}",
+        "--min_agreement=0.0",
+    )
+    ratio = _input_scale(out100 / "model_int8.onnx") / _input_scale(
+        out / "model_int8.onnx"
+    )
+    assert ratio == pytest.approx(100, rel=0.05)
+
+
+def _input_scale(path):
+    """The scale of the QuantizeLinear that quantizes the model's input (tf2onnx
+    puts a Transpose to NCHW between them)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    the_input = {graph.input[0].name}
+    the_input |= {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "Transpose" and n.input[0] == graph.input[0].name
+    }
+    (quantize,) = (
+        n
+        for n in graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in the_input
+    )
+    (scale,) = (i for i in graph.initializer if i.name == quantize.input[1])
+    return float(numpy_helper.to_array(scale))
 
 
 @pytest.mark.parametrize(

@@ -126,5 +126,7 @@ def test_multi_worker_mirrored_two_processes_and_resume_from_the_chief(tmp_path)
         np.testing.assert_array_equal(resumed[loaded], chief[key], err_msg=loaded)
     # ... and training resumes from it: one more epoch lands where the
     # uninterrupted run does (no restart of Z from Proj(W)).
-    for key in (k for k in single if k.startswith("after/")):
+    after = [k for k in single if k.startswith("after/")]
+    assert after, sorted(single)  # the probe wrote the resumed epoch's weights
+    for key in after:
         _assert_close(resumed[key], single[key], key)

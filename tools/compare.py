@@ -14,8 +14,8 @@ highest levels run --seeds seeds (the training seed; the data and the pretrained
 weights stay fixed). tfmot's prune_low_magnitude (unstructured and 2:4) runs in
 its own process through tools/tfmot_baseline.py when tfmot is installed.
 
-    python tools/compare.py                      # the full sweep (about 40 min)
-    python tools/compare.py --quick              # a smoke run (about 2 min)
+    python tools/compare.py                      # the full sweep (about 30 min)
+    python tools/compare.py --quick              # a smoke run (about 3 min)
     python tools/compare.py --types filter_shape --levels 8,16 --seeds 3
 
 Writes into --output_dir: points.jsonl (one line per run; a rerun with the same

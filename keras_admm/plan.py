@@ -95,6 +95,25 @@ class LayerTarget:
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerTarget:
+        missing = [
+            key
+            for key in (
+                "layer_name",
+                "layer_class",
+                "weight_path",
+                "kernel_shape",
+                "layout",
+                "sparsity",
+            )
+            if key not in data
+        ]
+        if missing:
+            raise ValueError(
+                f"A resolved plan's target {data.get('layer_name', data)!r} lacks "
+                f"{', '.join(missing)}. Drop 'targets' from the JSON and resolve the "
+                "rules against the model again: PruningPlan.from_json(text)"
+                ".resolve(model)."
+            )
         return cls(
             layer_name=data["layer_name"],
             layer_class=data["layer_class"],
@@ -235,12 +254,25 @@ class PruningPlan:
         Returns:
             A resolved PruningPlan with one exact-name rule per pruned layer.
         """
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"PruningPlan.uniform needs a built keras.Model, got {model!r}. "
+                "Load a file first: keras.saving.load_model(path)."
+            )
         spec = sparsity_lib.parse(sparsity)
         layers = prunable_layers(model)
         if layer_types is not None:
-            layers = [
-                layer for layer in layers if isinstance(layer, tuple(layer_types))
-            ]
+            if isinstance(layer_types, type):
+                layer_types = (layer_types,)
+            layer_types = tuple(layer_types)
+            if not all(
+                isinstance(t, type) and issubclass(t, keras.Layer) for t in layer_types
+            ):
+                raise TypeError(
+                    f"layer_types must be keras.Layer classes, got {layer_types!r}; "
+                    "e.g. layer_types=(keras.layers.Conv2D,)."
+                )
+            layers = [layer for layer in layers if isinstance(layer, layer_types)]
         chosen = layers[1 if skip_first else 0 : len(layers) - 1 if skip_last else None]
         if not chosen:
             raise ValueError(

@@ -399,7 +399,19 @@ def parse(spec) -> Sparsity:
     if isinstance(spec, Sparsity):
         return spec
     if isinstance(spec, dict):
-        return keras.saving.deserialize_keras_object(spec)
+        try:
+            sparsity = keras.saving.deserialize_keras_object(spec)
+        except Exception as error:  # noqa: BLE001 - any bad config, one message
+            raise ValueError(
+                f"Could not read a sparsity from {spec!r} ({error}). Use a text form "
+                "such as 'filter:0.5', or a Sparsity's serialized config."
+            ) from error
+        if not isinstance(sparsity, Sparsity):
+            raise TypeError(
+                f"{spec!r} is not a serialized Sparsity. Use a text form such as "
+                "'filter:0.5', or keras.saving.serialize_keras_object(Filter(0.5))."
+            )
+        return sparsity
     if not isinstance(spec, str):
         raise TypeError(
             f"Expected a Sparsity or a text form such as 'filter:0.5', got {spec!r}."

@@ -459,3 +459,49 @@ def test_same_named_layers_that_are_not_planned_are_fine():
     head = keras.layers.Dense(3, name="head")(model.outputs[0])
     plan = PruningPlan({"head": "filter:0.5"}).resolve(keras.Model(inputs, head))
     assert plan.layer_names == ["head"]
+
+
+# ------------------------------------------------------------- bad arguments
+def test_uniform_needs_a_model_and_takes_one_layer_class():
+    with pytest.raises(TypeError, match="needs a built keras.Model, got None"):
+        PruningPlan.uniform(None, "filter:0.5")
+    with pytest.raises(TypeError, match="load_model"):
+        PruningPlan.uniform("model.keras", "filter:0.5")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="c1"),
+            keras.layers.Conv2D(4, 3, name="c2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, name="d1"),
+            keras.layers.Dense(2, name="d2"),
+        ]
+    )
+    one = PruningPlan.uniform(
+        model,
+        "filter:0.5",
+        skip_first=False,
+        skip_last=False,
+        layer_types=keras.layers.Conv2D,
+    )
+    assert [t.layer_name for t in one.targets] == ["c1", "c2"]
+    with pytest.raises(TypeError, match="layer_types must be keras.Layer classes"):
+        PruningPlan.uniform(model, "filter:0.5", layer_types=("Conv2D",))
+
+
+def test_a_resolved_plan_json_without_a_target_field_says_how_to_fix_it():
+    text = json.dumps(
+        {
+            "rules": [{"name": "conv2", "sparsity": "filter:0.5"}],
+            "targets": [{"layer_name": "conv2"}],
+        }
+    )
+    with pytest.raises(ValueError, match="'conv2' lacks layer_class, weight_path"):
+        PruningPlan.from_json(text)
+
+
+def test_a_rule_whose_sparsity_is_a_foreign_dict_is_refused():
+    with pytest.raises(TypeError, match="is not a serialized Sparsity"):
+        sparsity.parse({"foo": 1})
+    config = keras.saving.serialize_keras_object(sparsity.Filter(0.5))
+    assert sparsity.parse(config) == sparsity.Filter(0.5)

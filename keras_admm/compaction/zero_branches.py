@@ -95,7 +95,7 @@ def zero_tensors(model) -> set:
     Raises:
         TypeError / ValueError: as `compact()`, for models without a graph.
     """
-    functional = check_graph_model(model, _WHAT)
+    functional = check_graph_model(model, "zero_tensors (compact()'s first step)")
     zeros = set()
     for node in ordered_nodes(functional):
         layer = node.operation
@@ -132,7 +132,7 @@ def remove_zero_branches(model):
         TypeError / ValueError: as `compact()`, for models without a graph, or
             a layer that cannot be re-created from its config.
     """
-    functional = check_graph_model(model, _WHAT)
+    functional = check_graph_model(model, "remove_zero_branches")
     zeros = zero_tensors(functional)
     if not zeros:
         return model, []

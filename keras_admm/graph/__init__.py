@@ -12,6 +12,7 @@ from keras_admm.graph.dependency import (
     GroupMember,
     NodeInfo,
     check_graph_model,
+    graph_for,
     ordered_nodes,
 )
 from keras_admm.graph.mappings import (
@@ -36,5 +37,6 @@ __all__ = [
     "Offset",
     "Repeat",
     "check_graph_model",
+    "graph_for",
     "ordered_nodes",
 ]

@@ -294,9 +294,45 @@ def check_graph_model(model, what="DependencyGraph.from_model"):
     raise TypeError(
         f"{what} works on Sequential and functional models, but '{model.name}' is "
         f"a subclassed model ({type(model).__name__}) whose graph Keras cannot "
-        "see. Rebuild it functionally (keras.Model(inputs, outputs)) to compact "
-        "it; ADMM training and per-layer hard_prune (graph=None) work on it as it is."
+        "see. Rebuild it functionally (keras.Model(inputs, outputs)) for "
+        f"{what}; ADMM training and per-layer hard_prune (graph=None) work on it "
+        "as it is."
     )
+
+
+def graph_for(model, graph, what="hard_prune"):
+    """The DependencyGraph a `graph=` argument asks for, checked against `model`.
+
+    Args:
+        model: the model being pruned.
+        graph: None or False (per-layer pruning, no graph), True (build it), or
+            a DependencyGraph built from this same model.
+        what: the caller's name, for the error messages.
+
+    Returns:
+        A DependencyGraph, or None for per-layer pruning.
+
+    Raises:
+        TypeError: `graph` is none of the above.
+        ValueError: a DependencyGraph built from another model (its channel
+            choices would read that model's weights).
+    """
+    if graph is None or graph is False:
+        return None
+    if graph is True:
+        return DependencyGraph.from_model(model)
+    if not isinstance(graph, DependencyGraph):
+        raise TypeError(
+            f"{what}: graph must be None or False (per layer), True (build the "
+            f"channel dependency graph) or a DependencyGraph, got {graph!r}."
+        )
+    if graph.functional is not check_graph_model(model, what):
+        raise ValueError(
+            f"{what}: the DependencyGraph was built from another model "
+            f"('{graph.model.name}'), not from the model being pruned "
+            f"('{model.name}'). Pass graph=True, or DependencyGraph.from_model(model)."
+        )
+    return graph
 
 
 class DependencyGraph:

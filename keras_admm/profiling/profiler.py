@@ -19,8 +19,16 @@ from .sources import ModelStore, open_source
 _LOG = logging.getLogger("keras_admm.profiling")
 
 
+def _as_list(value, what, example):
+    """A list from a list or tuple; a clear error for a bare string or number
+    (a string would be read letter by letter)."""
+    if isinstance(value, (str, bytes, os.PathLike, int, float)):
+        raise TypeError(f"{what} must be a list, got {value!r}; e.g. {example}.")
+    return list(value)
+
+
 def _check_batch_sizes(batch_sizes):
-    sizes = list(batch_sizes)
+    sizes = _as_list(batch_sizes, "batch_sizes", "batch_sizes=[1, 32]")
     if not sizes:
         raise ValueError("batch_sizes is empty; pass at least one, e.g. [1, 32].")
     for size in sizes:
@@ -175,6 +183,10 @@ def profile_models(
     sizes = _check_batch_sizes(batch_sizes)
     if device not in DEVICES:
         raise ValueError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}.")
+    models = _as_list(models, "models", "models=['small.keras']")
+    engines = _as_list(engines, "engines", "engines=['onnxruntime']")
+    if not engines:
+        raise ValueError("engines is empty; pass at least one, e.g. ['onnxruntime'].")
     paths = [baseline, *models]
     names = list(names) if names is not None else [None] * len(paths)
     if len(names) != len(paths):

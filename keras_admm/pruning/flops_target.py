@@ -123,7 +123,12 @@ def plan_for_flops_reduction(
             f"Unknown sparsity type {kind!r} for a FLOPs level. Use one of "
             f"{', '.join(LEVEL_TYPES)}."
         )
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or level <= 1:
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, numbers.Real)
+        or not math.isfinite(level)
+        or level <= 1
+    ):
         raise ValueError(
             f"The conv FLOPs reduction level must be a number > 1, got {level!r} "
             "(e.g. 4.0 for 4x fewer conv FLOPs)."
@@ -139,6 +144,15 @@ def plan_for_flops_reduction(
             "reduce. Pass a model with Conv layers."
         )
     conv_names = {r["layer"] for r in rows}
+    if isinstance(extra_rules, dict):
+        extra_rules = list(extra_rules.items())
+    extra_rules = list(extra_rules)
+    for rule in extra_rules:
+        if not isinstance(rule, (tuple, list)) or len(rule) != 2:
+            raise TypeError(
+                f"extra_rules must be (layer, sparsity) pairs or a dict, got "
+                f"{rule!r}; e.g. extra_rules={{'fc1': 'unstructured:0.9'}}."
+            )
     for name, _ in extra_rules:
         if name in conv_names:
             raise ValueError(

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import keras
@@ -21,7 +22,7 @@ from keras import ops
 
 from keras_admm import sparsity as sparsity_lib
 from keras_admm.backends import sync_model_state
-from keras_admm.graph import DependencyGraph
+from keras_admm.graph import DependencyGraph, graph_for
 from keras_admm.plan import as_plan
 from keras_admm.pruning.masks import projection_masks
 from keras_admm.schedules import scheduled_sparsity
@@ -59,6 +60,22 @@ class GradualPruning(keras.callbacks.Callback):
                 )
             if value < 1:
                 raise ValueError(f"GradualPruning `{name}` must be >= 1, got {value}.")
+        if (
+            isinstance(power, bool)
+            or not isinstance(power, numbers.Real)
+            or not math.isfinite(power)
+            or power <= 0
+        ):
+            raise ValueError(
+                f"GradualPruning `power` must be a number > 0 (the schedule's "
+                f"exponent; 3 as in Zhu & Gupta and tfmot), got {power!r}."
+            )
+        if not (graph is None or isinstance(graph, (bool, DependencyGraph))):
+            raise TypeError(
+                "GradualPruning: graph must be None or False (per layer), True "
+                f"(build the channel dependency graph) or a DependencyGraph, got "
+                f"{graph!r}."
+            )
         self.plan = as_plan(plan, "GradualPruning")
         self.end_step = int(end_step)
         self.frequency = int(frequency)
@@ -88,10 +105,7 @@ class GradualPruning(keras.callbacks.Callback):
                     f"to {target.sparsity}: N:M has no ratio. Use ADMM or "
                     "one_shot_prune for N:M."
                 )
-        if self.graph is True:
-            self.graph = DependencyGraph.from_model(model)
-        elif self.graph is False:
-            self.graph = None
+        self.graph = graph_for(model, self.graph, "GradualPruning")
         self._variables = {v.path: v for v in model.variables}
         self._prune()
         self._apply()

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_admm import sparsity as sparsity_lib
-from keras_admm.graph import DependencyGraph
+from keras_admm.graph import graph_for
 from keras_admm.plan import planned_kernels
 from keras_admm.pruning import selection
 
@@ -82,7 +82,11 @@ class GroupProjection:
         Raises:
             TypeError / ValueError: as `group_masks`.
         """
-        graph = graph if graph is not None else DependencyGraph.from_model(model)
+        graph = graph_for(model, True if graph is None else graph, "GroupProjection")
+        if graph is None:
+            raise ValueError(
+                "GroupProjection needs a graph: pass None, True or a DependencyGraph."
+            )
         pairs = planned_kernels(model, plan)
         scoring = selection.scoring_kernels(graph, pairs)
         planned = {target.layer_name: variable.name for target, variable in pairs}
@@ -107,6 +111,43 @@ class GroupProjection:
             if members and not any(np.any(np.asarray(m["index"]) < 0) for m in members):
                 groups.append({"ratio": ratio, "members": members})
         return cls(groups, handled=[paths[name] for name in handled])
+
+    def check_plan(self, plan, what="ADMMWrapper"):
+        """Raise ValueError unless this projection was built for `plan`.
+
+        Every path it cuts must be one of the plan's kernels, and every group's
+        ratio one that a kernel of the group asks for in the plan: a projection
+        built from another model, or for other ratios, would otherwise steer
+        ADMM to the wrong targets without a word.
+        """
+        targets = {t.weight_path: t.sparsity for t in plan.targets}
+        strangers = sorted(
+            {m["path"] for g in self.groups for m in g["members"]}.union(self.handled)
+            - set(targets)
+        )
+        if strangers:
+            raise ValueError(
+                f"{what}: the GroupProjection cuts kernels that are not in the plan "
+                f"({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''})"
+                ": it was built for another model or plan. Build it from the same "
+                "ones: GroupProjection.from_plan(model, plan)."
+            )
+        for group in self.groups:
+            asked = {
+                round(float(getattr(targets[m["path"]], name)), 9)
+                for m in group["members"]
+                for name in ("ratio", "filter_ratio")
+                if hasattr(targets[m["path"]], name)
+            }
+            if round(group["ratio"], 9) not in asked:
+                path = group["members"][0]["path"]
+                raise ValueError(
+                    f"{what}: the GroupProjection cuts the group of '{path}' at "
+                    f"ratio {group['ratio']:g}, but the plan asks for "
+                    f"{sorted(asked) or 'no Filter or Channel cut'} there: it was "
+                    "built for another plan. Build it from this one: "
+                    "GroupProjection.from_plan(model, plan)."
+                )
 
     def masks(self, values) -> dict:
         """{path: 0/1 mask} of the group cuts, for the paths in the groups."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_admm import registry
 from keras_admm import sparsity as sparsity_lib
-from keras_admm.graph import DependencyGraph
+from keras_admm.graph import graph_for
 from keras_admm.plan import find_variable, planned_kernels, prunable_layers
 from keras_admm.pruning import selection
 
@@ -89,9 +89,8 @@ def projection_masks(model, plan, graph=None) -> dict[str, np.ndarray]:
         masks = projection_masks(model, {"conv2": "filter:0.5"})
         apply_masks(model, masks)   # what hard_prune does
     """
-    if graph is not None and graph is not False:
-        if graph is True:
-            graph = DependencyGraph.from_model(model)
+    graph = graph_for(model, graph, "hard_prune")
+    if graph is not None:
         return group_masks(model, plan, graph=graph)
     masks = {}
     for target, variable in planned_kernels(model, plan):
@@ -151,6 +150,12 @@ def apply_masks(model, masks) -> None:
         masks = hard_prune(pruned_model, plan)
         apply_masks(other_model, masks)   # the same zeros in another copy
     """
+    if not isinstance(masks, dict):
+        raise TypeError(
+            f"apply_masks needs {{weight_path: 0/1 array}}, as hard_prune or "
+            f"masks_from_model return, got {type(masks).__name__}. For a plan, "
+            "use hard_prune(model, plan)."
+        )
     checked = []
     for path, mask in masks.items():
         variable = find_variable(model.weights, path)
@@ -223,7 +228,11 @@ def group_masks(model, plan, graph=None) -> dict:
         masks = group_masks(model, PruningPlan.uniform(model, "filter:0.7"))
         apply_masks(model, masks)   # what hard_prune(model, plan, graph=True) does
     """
-    graph = graph if graph is not None else DependencyGraph.from_model(model)
+    graph = graph_for(model, True if graph is None else graph, "group_masks")
+    if graph is None:
+        raise ValueError(
+            "group_masks needs a graph: pass None, True or a DependencyGraph."
+        )
     pairs = planned_kernels(model, plan)
     layers = {layer.name: layer for layer in graph.functional.layers}
     scoring = selection.scoring_kernels(graph, pairs)

@@ -188,7 +188,9 @@ def compact_for_counts(model, graph, counts, path=None):
     clone.set_weights(model.get_weights())
     cut = {g: k for g, k in counts.items() if k < graph.groups[g].size}
     if cut:
-        hard_prune(clone, plan_for_counts(graph, cut).resolve(clone), graph=graph)
+        # The clone's own graph: `graph` reads `model`'s variables (the same
+        # values, so the same channels are chosen).
+        hard_prune(clone, plan_for_counts(graph, cut).resolve(clone), graph=True)
     small = compact(clone)
     if path:
         small.save(path)

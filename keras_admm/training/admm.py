@@ -42,8 +42,8 @@ def _number(owner, name, value, fix):
             f"{owner} `{name}` must be a number, got {value!r} "
             f"({type(value).__name__}). {fix}"
         )
-    if math.isnan(value):
-        raise ValueError(f"{owner} `{name}` must not be NaN. {fix}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner} `{name}` must be finite, got {value!r}. {fix}")
     return float(value)
 
 

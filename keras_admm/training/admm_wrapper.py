@@ -102,6 +102,8 @@ class ADMMWrapper(OptimizerWrapper):
                 "each kernel's variable and layout. Pass plan.resolve(model) (or "
                 "a plan from PruningPlan.uniform(model, ...))."
             )
+        if callable(getattr(projection, "check_plan", None)):
+            projection.check_plan(plan, "ADMMWrapper")
         rho, rho_multiplier, rho_max, admm_steps = admm.check_settings(
             "ADMMWrapper", rho, rho_multiplier, rho_max, admm_steps
         )

@@ -34,7 +34,7 @@ import os
 import keras
 import numpy as np
 
-from keras_admm.graph import DependencyGraph
+from keras_admm.graph import graph_for
 from keras_admm.plan import as_plan
 from keras_admm.pruning import GroupProjection, hard_prune, projection_masks
 from keras_admm.schedules import stage_plan
@@ -232,10 +232,7 @@ def progressive_admm(
                 f"input has ({type(x).__name__} of unknown length). Pass "
                 "steps_per_epoch=... (it is also passed to model.fit)."
             )
-    if graph is True:
-        graph = DependencyGraph.from_model(model)
-    elif graph is False:
-        graph = None
+    graph = graph_for(model, graph, "progressive_admm")
 
     phases = [("stage", e) for e in stage_epochs] + [("masked", masked_epochs)]
     saver = _Checkpoint(checkpoint, phases) if checkpoint else None

@@ -842,3 +842,15 @@ def test_store_forget_drops_the_loaded_model_and_its_conversion(model_files, tmp
     assert store.keras_model(source) is not first  # loaded again
     again = store.onnx_file(source)
     assert os.path.isfile(again) and again != converted
+
+
+def test_profile_models_refuses_a_string_where_a_list_belongs(model_files):
+    # A string was read letter by letter: "unknown engine 'o'".
+    with pytest.raises(TypeError, match=r"engines must be a list, got 'onnxruntime'"):
+        profiling.profile_models(model_files["dense"], engines="onnxruntime")
+    with pytest.raises(TypeError, match="models must be a list"):
+        profiling.profile_models(model_files["dense"], model_files["half"])
+    with pytest.raises(TypeError, match="batch_sizes must be a list, got 32"):
+        profiling.profile_models(model_files["dense"], batch_sizes=32)
+    with pytest.raises(ValueError, match="engines is empty"):
+        profiling.profile_models(model_files["dense"], engines=[])

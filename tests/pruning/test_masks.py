@@ -377,3 +377,10 @@ def test_apply_masks_refuses_values_other_than_zero_and_one(bad):
     with pytest.raises(ValueError, match="only 0 and 1"):
         masks_lib.apply_masks(model, {"fc/kernel": mask})
     np.testing.assert_array_equal(model.get_weights()[0], before)
+
+
+def test_apply_masks_needs_a_dict_of_masks(lenet_model):
+    plan = PruningPlan.uniform(lenet_model, "filter:0.5")
+    for bad in (plan, [np.ones((3, 3))]):
+        with pytest.raises(TypeError, match=r"apply_masks needs \{weight_path"):
+            masks_lib.apply_masks(lenet_model, bad)

@@ -249,3 +249,66 @@ def test_gradual_prunes_on_the_schedule_during_phase_one(with_graph):
     fc1 = model.get_layer("fc1").kernel.numpy()
     dead_rows = np.tile(cut, fc1.shape[0] // 16)
     assert (np.abs(fc1[dead_rows]).sum() == 0) == with_graph
+
+
+# ------------------------------------------------------------- bad arguments
+def test_plan_for_flops_reduction_rejects_nan_and_takes_extra_rules_as_a_dict():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="must be a number > 1, got nan"):
+        keras_admm.plan_for_flops_reduction(model, "filter", float("nan"))
+    as_pairs = keras_admm.plan_for_flops_reduction(
+        model, "filter", 2, extra_rules=[("fc1", "unstructured:0.9")]
+    )
+    as_dict = keras_admm.plan_for_flops_reduction(
+        model, "filter", 2, extra_rules={"fc1": "unstructured:0.9"}
+    )
+    assert as_dict.to_dict() == as_pairs.to_dict()
+    assert "fc1" in as_dict.to_dict()["plan"]
+    with pytest.raises(TypeError, match="extra_rules must be .layer, sparsity. pairs"):
+        keras_admm.plan_for_flops_reduction(
+            model, "filter", 2, extra_rules=[("fc1", "unstructured:0.9", "x")]
+        )
+
+
+@pytest.mark.parametrize("power", [0, -1.0, float("nan"), "abc", True])
+def test_gradual_rejects_a_power_that_is_not_positive(power):
+    with pytest.raises(ValueError, match="`power` must be a number > 0"):
+        GradualPruning({"conv2": "filter:0.5"}, end_step=4, power=power)
+
+
+def test_gradual_and_hard_prune_reject_a_graph_that_is_not_one():
+    with pytest.raises(TypeError, match="graph must be None or False"):
+        GradualPruning({"conv2": "filter:0.5"}, end_step=4, graph="yes")
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    for graph in ("yes", 1):
+        with pytest.raises(TypeError, match="graph must be None or False"):
+            hard_prune(model, {"conv2": "filter:0.5"}, graph=graph)
+        with pytest.raises(TypeError, match="graph must be None or False"):
+            one_shot.one_shot_prune(model, {"conv2": "filter:0.5"}, graph=graph)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_graph_of_another_model_is_refused():
+    # Its channel choices would read the other model's weights.
+    model, other = tiny_model(), tiny_model()
+    graph = DependencyGraph.from_model(other)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"built from another model \('tiny'\)"):
+        hard_prune(model, {"conv2": "filter:0.5"}, graph=graph)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    plan = PruningPlan({"conv2": "filter:0.5"}).resolve(model)
+    with pytest.raises(
+        ValueError, match="DependencyGraph was built from another model"
+    ):
+        keras_admm.GroupProjection.from_plan(model, plan, graph=graph)
+    callback = GradualPruning(plan, end_step=4, graph=graph)
+    callback.set_model(model)
+    with pytest.raises(
+        ValueError, match="DependencyGraph was built from another model"
+    ):
+        callback.on_train_begin()
+    # Its own model's graph is accepted.
+    assert hard_prune(model, plan, graph=DependencyGraph.from_model(model))

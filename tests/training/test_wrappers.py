@@ -503,3 +503,41 @@ def test_a_frozen_planned_layer_is_named_in_the_error():
     x, y = _regression_data()
     with pytest.raises(ValueError, match="c2/kernel.*frozen layer"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("name", ["rho", "rho_max", "rho_multiplier"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_admm_settings_must_be_finite(name, value):
+    # rho=inf put NaN into the weights after one step, without a word.
+    plan = PruningPlan.uniform(small_net(), "filter:0.5", skip_first=False)
+    settings = {"rho": 1e-3, "rho_max": 1.0, "rho_multiplier": 1.3, name: value}
+    with pytest.raises(ValueError, match=f"`{name}` must be finite, got {value}"):
+        ADMMWrapper(keras.optimizers.SGD(), plan, **settings)
+
+
+def test_a_group_projection_for_another_model_or_plan_is_refused():
+    from keras_admm import GroupProjection
+
+    model, other = small_net(name="a"), small_net(name="b")
+    plan = PruningPlan.uniform(model, "filter:0.5", skip_first=False)
+    # Built from another model: its paths are not the plan's kernels.
+    foreign = GroupProjection.from_plan(
+        other, PruningPlan.uniform(other, "filter:0.5", skip_first=False)
+    )
+    with pytest.raises(ValueError, match="cuts kernels that are not in the plan"):
+        ADMMWrapper(keras.optimizers.SGD(), plan, projection=foreign)
+    # Built for 0.5 while the plan asks for 0.75: it would steer ADMM to 0.5.
+    deeper = PruningPlan.uniform(model, "filter:0.75", skip_first=False)
+    with pytest.raises(
+        ValueError, match=r"at ratio 0.5, but the plan asks for \[0.75\]"
+    ):
+        ADMMWrapper(
+            keras.optimizers.SGD(),
+            deeper,
+            projection=GroupProjection.from_plan(model, plan),
+        )
+    # Its own plan's projection is accepted.
+    own = GroupProjection.from_plan(model, plan)
+    assert own.groups
+    ADMMWrapper(keras.optimizers.SGD(), plan, projection=own)

@@ -225,6 +225,11 @@ class PruningPlan:
     """
 
     def __init__(self, rules=None, targets=None):
+        if isinstance(rules, str):
+            raise TypeError(
+                f"PruningPlan takes rules such as {{'conv2': 'filter:0.5'}}, got the "
+                f"string {rules!r}. For a plan's JSON use PruningPlan.from_json."
+            )
         pairs = rules.items() if isinstance(rules, dict) else (rules or [])
         self.rules = []
         for pair in pairs:
@@ -233,7 +238,12 @@ class PruningPlan:
                     f"A plan rule must be a (key, sparsity) pair, got {pair!r}."
                 )
             key, value = pair
-            self.rules.append((*_rule_key(key), _optional_sparsity(value)))
+            kind, text = _rule_key(key)
+            try:
+                spec = _optional_sparsity(value)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"Plan rule {text!r}: {error}") from error
+            self.rules.append((kind, text, spec))
         self.targets = None if targets is None else list(targets)
 
     # ----------------------------------------------------------------- building
@@ -474,10 +484,15 @@ class PruningPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> PruningPlan:
-        if not isinstance(data, dict) or "rules" not in data:
+        if (
+            not isinstance(data, dict)
+            or "rules" not in data
+            or not isinstance(data["rules"], list)
+        ):
             raise ValueError(
                 "A plan's JSON must be an object with a 'rules' list, e.g. "
-                '{"rules": [{"glob": "conv*", "sparsity": "filter:0.5"}]}.'
+                '{"rules": [{"glob": "conv*", "sparsity": "filter:0.5"}]}; got '
+                f"{str(data)[:80]}."
             )
         plan = cls()
         for rule in data["rules"]:

@@ -505,3 +505,14 @@ def test_a_rule_whose_sparsity_is_a_foreign_dict_is_refused():
         sparsity.parse({"foo": 1})
     config = keras.saving.serialize_keras_object(sparsity.Filter(0.5))
     assert sparsity.parse(config) == sparsity.Filter(0.5)
+
+
+def test_rule_errors_name_the_rule_and_strings_point_to_from_json():
+    with pytest.raises(ValueError, match=r"Plan rule 'fc1': .*\[0, 1\)"):
+        PruningPlan({"conv1": "filter:0.5", "fc1": "filter:1.0"})
+    with pytest.raises(TypeError, match="Plan rule 'conv2': "):
+        PruningPlan({"conv2": 0.5})
+    with pytest.raises(TypeError, match="For a plan's JSON use PruningPlan.from_json"):
+        PruningPlan("conv2=filter:0.5")
+    with pytest.raises(ValueError, match="must be an object with a 'rules' list"):
+        PruningPlan.from_json('{"rules": {"conv2": "filter:0.5"}}')

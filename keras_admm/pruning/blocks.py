@@ -153,7 +153,8 @@ def zero_branches(model, adds) -> dict:
 
     Args:
         model: the model (changed in place).
-        adds: names of Add layers, as `ResidualBranch.add`.
+        adds: names of Add layers, as `ResidualBranch.add` (or the
+            ResidualBranch objects themselves).
 
     Returns:
         {weight path: 0 mask} for the zeroed gammas and betas: pass them to
@@ -168,6 +169,12 @@ def zero_branches(model, adds) -> dict:
             f"zero_branches(): `adds` must be a list of Add layer names, got the "
             f"string {adds!r}; pass [{adds!r}]."
         )
+    if adds is None or not hasattr(adds, "__iter__"):
+        raise TypeError(
+            f"zero_branches(): `adds` must be a list of Add layer names, got "
+            f"{adds!r}; e.g. [b.add for b in residual_branches(model)[:2]]."
+        )
+    adds = [a.add if isinstance(a, ResidualBranch) else a for a in adds]
     branches = {b.add: b for b in residual_branches(model)}
     unknown = [name for name in adds if name not in branches]
     if unknown:

@@ -68,6 +68,11 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
     whose input carries a Keras mask is weighted by batch size, not by the
     unmasked count. On any error every BatchNorm is put back as it was.
     """
+    if data is None:
+        raise TypeError(
+            "recalibrate_batchnorm: data is None; pass training images, e.g. "
+            "recalibrate_batchnorm(model, x_train[:2000])."
+        )
     if batch_size < 2:
         raise ValueError(
             f"recalibrate_batchnorm: batch_size={batch_size}; use at least 2 "

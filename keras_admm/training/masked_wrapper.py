@@ -62,10 +62,16 @@ class MaskedWrapper(OptimizerWrapper):
                 "keras_admm.hard_prune(model, plan)."
             )
         if masks is not None:
-            if not isinstance(masks, dict) or not masks:
+            if not isinstance(masks, dict):
                 raise TypeError(
                     "MaskedWrapper `masks` must be a non-empty dict {weight_path: "
                     f"0/1 array}}, got {type(masks).__name__}."
+                )
+            if not masks:
+                raise ValueError(
+                    "MaskedWrapper `masks` is empty: nothing would stay pruned. "
+                    "Pass the dict hard_prune(model, plan) returns, or use the "
+                    "inner optimizer alone."
                 )
             checked = {}
             for path, mask in masks.items():

@@ -221,6 +221,13 @@ def test_zero_branches_wants_a_list_of_names():
     model = models.resnet_cifar(8)
     with pytest.raises(TypeError, match=r"pass \['s1b0_add'\]"):
         zero_branches(model, "s1b0_add")
+    with pytest.raises(TypeError, match="must be a list of Add layer names, got None"):
+        zero_branches(model, None)
+    # The ResidualBranch objects residual_branches() returns also do.
+    first = residual_branches(model)[0]
+    by_object = zero_branches(model, [first])
+    assert sorted(by_object) == sorted(zero_branches(model, [first.add]))
+    assert all(not mask.any() for mask in by_object.values())
 
 
 def _assert_compact_is_exact(model, shape):

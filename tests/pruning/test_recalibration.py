@@ -310,3 +310,8 @@ def test_a_model_without_batchnorm_warns_and_is_untouched():
         issubclass(w.category, KerasAdmmWarning) and "'no_bn'" in str(w.message)
         for w in caught
     )
+
+
+def test_no_data_says_what_to_pass():
+    with pytest.raises(TypeError, match="data is None; pass training images"):
+        keras_admm.recalibrate_batchnorm(conv_bn_model(), None)

@@ -541,3 +541,8 @@ def test_a_group_projection_for_another_model_or_plan_is_refused():
     own = GroupProjection.from_plan(model, plan)
     assert own.groups
     ADMMWrapper(keras.optimizers.SGD(), plan, projection=own)
+
+
+def test_masked_wrapper_refuses_empty_masks():
+    with pytest.raises(ValueError, match="`masks` is empty: nothing would stay pruned"):
+        MaskedWrapper(keras.optimizers.SGD(), {})

@@ -22,6 +22,7 @@ model instead of a float tolerance.
 """
 
 import dataclasses
+import numbers
 import os
 import shutil
 import tempfile
@@ -196,6 +197,11 @@ def _tree_bytes(path):
 def _check_formats(formats):
     if isinstance(formats, str):
         formats = [formats]
+    if formats is None or not hasattr(formats, "__iter__"):
+        raise TypeError(
+            f"formats must be a format name or a list of them, got {formats!r}; "
+            f"e.g. formats=('keras', 'onnx'). Known: {list(FORMATS)}."
+        )
     formats = list(dict.fromkeys(formats))
     if not formats:
         raise ValueError(f"formats is empty; pass one or more of {list(FORMATS)}.")
@@ -688,16 +694,33 @@ def export(
             "in keras.Model(inputs, outputs) first."
         )
     formats = _check_formats(formats)
-    if not (rtol >= 0 and atol >= 0):  # NaN fails too
+    tolerances = (rtol, atol)
+    if not all(
+        isinstance(t, numbers.Real) and not isinstance(t, bool) and t >= 0
+        for t in tolerances
+    ):  # NaN fails too
         raise ValueError(
-            f"export() rtol and atol must be numbers >= 0, got rtol={rtol}, "
-            f"atol={atol}; e.g. rtol=1e-4, atol=1e-5."
+            f"export() rtol and atol must be numbers >= 0, got rtol={rtol!r}, "
+            f"atol={atol!r}; e.g. rtol=1e-4, atol=1e-5."
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"export() path must be a directory path, got {path!r}; e.g. "
+            "export(model, 'exports/small')."
         )
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(
             f"'{path}' is a file; export() writes a directory of model files, so "
             "pass a directory path."
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"export() cannot create '{path}': '{parent}' is a file, not a "
+            "directory. Pass a path under a directory."
         )
 
     if any(f in QUANTIZED_FORMATS for f in _check_formats(formats)):
@@ -711,6 +734,7 @@ def export(
             raise ValueError(
                 f"export() min_agreement must be in [0, 1], got {min_agreement!r}."
             )
+    if sample is not None:
         _check_calibration_sample(model, sample)
     original = reference
     if original is not None and not isinstance(original, keras.Model):

@@ -266,6 +266,9 @@ def test_result_table_dict_and_markdown(tmp_path):
         ({"formats": ("keras", "coreml")}, ValueError, "unknown export format"),
         ({"formats": ()}, ValueError, "formats is empty"),
         ({"rtol": -1.0}, ValueError, "rtol and atol must be numbers >= 0"),
+        ({"rtol": "abc"}, ValueError, "rtol and atol must be numbers >= 0"),
+        ({"formats": None}, TypeError, "formats must be a format name or a list"),
+        ({"sample": np.zeros((2, 5, 5, 3), "float32")}, ValueError, "has shape"),
     ],
 )
 def test_bad_arguments_raise(tmp_path, kwargs, error, match):
@@ -281,6 +284,11 @@ def test_not_a_model_and_file_path_raise(tmp_path):
     a_file.write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         export(build_conv_model(), a_file)
+    with pytest.raises(ValueError, match="model.keras' is a file, not a directory"):
+        export(build_conv_model(), a_file / "exports")
+    with pytest.raises(TypeError, match="path must be a directory path, got None"):
+        export(build_conv_model(), None)
+    assert os.listdir(tmp_path) == ["model.keras"]
 
 
 def test_dynamic_input_shape_needs_a_sample(tmp_path):

@@ -64,6 +64,11 @@ def open_source(path, name=None):
         >>> open_source("dense.keras").kind
         'keras'
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"the profiler times model files, got {type(path).__name__}; save it "
+            "first (model.save('model.keras')) and pass the path."
+        )
     path = os.fspath(path)
     name = name or _default_name(path)
     if not os.path.exists(path):

@@ -49,7 +49,14 @@ def _reject_base_options(wrapper_name, kwargs):
 
 def _check_inner(wrapper_name, inner_optimizer):
     if isinstance(inner_optimizer, str):
-        inner_optimizer = keras.optimizers.get(inner_optimizer)
+        try:
+            inner_optimizer = keras.optimizers.get(inner_optimizer)
+        except ValueError as error:
+            raise ValueError(
+                f"{wrapper_name}: {inner_optimizer!r} is not a Keras optimizer name; "
+                f"pass an optimizer, e.g. {wrapper_name}(keras.optimizers.Adam(), "
+                "...), or a name such as 'adam' or 'sgd'."
+            ) from error
     if isinstance(inner_optimizer, OptimizerWrapper):
         raise ValueError(
             f"{wrapper_name} cannot wrap a {type(inner_optimizer).__name__}: "

@@ -854,3 +854,9 @@ def test_profile_models_refuses_a_string_where_a_list_belongs(model_files):
         profiling.profile_models(model_files["dense"], batch_sizes=32)
     with pytest.raises(ValueError, match="engines is empty"):
         profiling.profile_models(model_files["dense"], engines=[])
+
+
+def test_a_model_object_instead_of_a_file_says_to_save_it():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match=r"times model files, got Sequential.*save"):
+        profiling.profile_models(model)

@@ -546,3 +546,10 @@ def test_a_group_projection_for_another_model_or_plan_is_refused():
 def test_masked_wrapper_refuses_empty_masks():
     with pytest.raises(ValueError, match="`masks` is empty: nothing would stay pruned"):
         MaskedWrapper(keras.optimizers.SGD(), {})
+
+
+def test_an_unknown_optimizer_name_is_named():
+    plan = PruningPlan.uniform(small_net(), "filter:0.5", skip_first=False)
+    with pytest.raises(ValueError, match="ADMMWrapper: 'nosuchopt' is not a Keras"):
+        ADMMWrapper("nosuchopt", plan)
+    assert isinstance(ADMMWrapper("sgd", plan).inner_optimizer, keras.optimizers.SGD)

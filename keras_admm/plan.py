@@ -209,6 +209,22 @@ def _rule_key(key) -> tuple[str, str]:
     return ("glob" if _GLOB_CHARS & set(key) else "name", key)
 
 
+def _check_nm_reduces(spec, layout, variable, layer_name):
+    """N:M only where its blocks lie along a dot product's reduction axis."""
+    if not isinstance(spec, sparsity_lib.NM):
+        return
+    normalized = layout.normalized(len(variable.shape))
+    if set(normalized.channel_axes) & set(normalized.filter_axes):
+        raise ValueError(
+            f"{spec} cannot prune layer '{layer_name}': its input-channel axis is "
+            "also a filter axis (a depthwise kernel), so each block of "
+            f"{spec.m} would span {spec.m} separate filters instead of one dot "
+            "product, which no N:M hardware speeds up. Use Filter (whole channels) "
+            f"or Unstructured for this layer, or exclude it before a glob or class "
+            f"rule: {{'{layer_name}': None, ...}}."
+        )
+
+
 def _optional_sparsity(value):
     return None if value is None else sparsity_lib.parse(value)
 
@@ -387,6 +403,7 @@ class PruningPlan:
             kernel_spec = registry.kernel_spec(layer)
             variable = registry.kernel_variable(layer)
             spec.check_kernel(tuple(variable.shape), kernel_spec.layout, layer.name)
+            _check_nm_reduces(spec, kernel_spec.layout, variable, layer.name)
             targets.append(
                 LayerTarget(
                     layer_name=layer.name,

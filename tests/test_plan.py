@@ -126,7 +126,7 @@ def test_unresolved_plan_refuses_target_queries():
 
 
 def test_every_layout_resolves(multi_conv_model):
-    plan = PruningPlan({"*": "nm:2:4"}).resolve(multi_conv_model)
+    plan = PruningPlan({"*": "unstructured:0.5"}).resolve(multi_conv_model)
     targets = targets_by_name(plan)
     assert sorted(targets) == sorted(
         [
@@ -516,3 +516,16 @@ def test_rule_errors_name_the_rule_and_strings_point_to_from_json():
         PruningPlan("conv2=filter:0.5")
     with pytest.raises(ValueError, match="must be an object with a 'rules' list"):
         PruningPlan.from_json('{"rules": {"conv2": "filter:0.5"}}')
+
+
+def test_nm_on_a_depthwise_conv_is_refused_by_name():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.DepthwiseConv2D(3, name="dw"),
+            keras.layers.Conv2D(4, 1, name="pw"),
+        ]
+    )
+    with pytest.raises(ValueError, match="nm:2:4 cannot prune layer 'dw'.*depthwise"):
+        PruningPlan({"dw": "nm:2:4"}).resolve(model)
+    assert PruningPlan({"pw": "nm:2:4"}).resolve(model).targets[0].layer_name == "pw"

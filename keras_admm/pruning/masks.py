@@ -22,11 +22,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
 from keras_admm import registry
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.exceptions import KerasAdmmWarning
 from keras_admm.graph import graph_for
 from keras_admm.plan import find_variable, planned_kernels, prunable_layers
 from keras_admm.pruning import selection
@@ -93,12 +96,43 @@ def projection_masks(model, plan, graph=None) -> dict[str, np.ndarray]:
     if graph is not None:
         return group_masks(model, plan, graph=graph)
     masks = {}
-    for target, variable in planned_kernels(model, plan):
+    pairs = planned_kernels(model, plan)
+    _warn_output_filter_cuts(model, pairs)
+    for target, variable in pairs:
         value = keras.ops.convert_to_numpy(variable)
         masks[variable.path] = keras.ops.convert_to_numpy(
             target.sparsity.mask(value, target.layout)
         ).astype("float32")
     return masks
+
+
+def _output_layer_names(model) -> set:
+    """Names of the layers whose outputs are the model's outputs (none known
+    for a subclassed model)."""
+    outputs = getattr(model, "outputs", None) or []
+    names = set()
+    for tensor in keras.tree.flatten(outputs):
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            names.add(history.operation.name)
+    return names
+
+
+def _warn_output_filter_cuts(model, pairs):
+    """Per-layer Filter cuts of an output layer zero model outputs: say so."""
+    outputs = _output_layer_names(model)
+    for target, _ in pairs:
+        if target.layer_name in outputs and isinstance(
+            target.sparsity, (sparsity_lib.Filter, sparsity_lib.FilterShape)
+        ):
+            warnings.warn(
+                f"hard_prune: the {target.sparsity} cut of layer "
+                f"'{target.layer_name}' zeroes outputs of the model (its filters "
+                "are the model's output units). Exclude it from the plan, or pass "
+                "graph=True, which keeps output channels.",
+                KerasAdmmWarning,
+                stacklevel=4,
+            )
 
 
 def masks_from_model(model, plan=None) -> dict[str, np.ndarray]:

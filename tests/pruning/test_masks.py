@@ -384,3 +384,16 @@ def test_apply_masks_needs_a_dict_of_masks(lenet_model):
     for bad in (plan, [np.ones((3, 3))]):
         with pytest.raises(TypeError, match=r"apply_masks needs \{weight_path"):
             masks_lib.apply_masks(lenet_model, bad)
+
+
+def test_a_per_layer_filter_cut_of_an_output_layer_warns(lenet_model):
+    import warnings
+
+    from keras_admm.exceptions import KerasAdmmWarning
+
+    with pytest.warns(KerasAdmmWarning, match="'fc2' zeroes outputs of the model"):
+        masks_lib.projection_masks(lenet_model, {"fc2": "filter:0.5"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KerasAdmmWarning)
+        masks_lib.projection_masks(lenet_model, {"fc1": "filter:0.5"})
+        masks_lib.projection_masks(lenet_model, {"fc2": "unstructured:0.5"})

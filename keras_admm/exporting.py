@@ -299,6 +299,20 @@ def _input_structure(model):
         return inputs[0] if len(inputs) == 1 else inputs
 
 
+def _in_input_order(model, sample):
+    """A dict sample keyed by input names, for a model whose inputs are a list
+    (or one tensor), as that list: flattening a dict sorts its keys, which
+    would pair the arrays with the wrong inputs."""
+    structure = _input_structure(model) if getattr(model, "inputs", None) else None
+    if not isinstance(sample, dict) or structure is None or isinstance(structure, dict):
+        return sample
+    inputs = keras.tree.flatten(structure)
+    if not all(t.name in sample for t in inputs) or len(sample) != len(inputs):
+        return sample
+    ordered = [sample[t.name] for t in inputs]
+    return ordered[0] if len(ordered) == 1 else ordered
+
+
 def _input_names(model, flat_sample):
     if getattr(model, "inputs", None):
         names = [t.name for t in keras.tree.flatten(_input_structure(model))]
@@ -716,8 +730,11 @@ def export(
         )
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
+        up = os.path.dirname(parent)
+        if up == parent:  # a missing drive or share: makedirs will say so
+            break
+        parent = up
+    if os.path.exists(parent) and not os.path.isdir(parent):
         raise ValueError(
             f"export() cannot create '{path}': '{parent}' is a file, not a "
             "directory. Pass a path under a directory."
@@ -735,6 +752,7 @@ def export(
                 f"export() min_agreement must be in [0, 1], got {min_agreement!r}."
             )
     if sample is not None:
+        sample = _in_input_order(model, sample)
         _check_calibration_sample(model, sample)
     original = reference
     if original is not None and not isinstance(original, keras.Model):

@@ -402,7 +402,8 @@ def parse(spec) -> Sparsity:
         try:
             sparsity = keras.saving.deserialize_keras_object(spec)
         except Exception as error:  # noqa: BLE001 - any bad config, one message
-            raise ValueError(
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(
                 f"Could not read a sparsity from {spec!r} ({error}). Use a text form "
                 "such as 'filter:0.5', or a Sparsity's serialized config."
             ) from error

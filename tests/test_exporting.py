@@ -555,3 +555,19 @@ def test_onnx_int8_quantizer_failure_names_the_format(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="onnx_int8 format.*no kernel.*onnx_int8"):
         export(model, tmp_path, formats=("keras", "onnx_int8"), sample=sample)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_dict_sample_is_matched_to_list_inputs_by_name(tmp_path):
+    # Flattening a dict sorts its keys: 'alpha' would be fed to 'zeta'.
+    zeta, alpha = keras.Input((3,), name="zeta"), keras.Input((5,), name="alpha")
+    outputs = keras.layers.Dense(2)(
+        keras.layers.Concatenate()([keras.layers.Dense(4)(zeta), alpha])
+    )
+    model = keras.Model([zeta, alpha], outputs)
+    rng = np.random.default_rng(0)
+    sample = {
+        "zeta": rng.normal(size=(2, 3)).astype("float32"),
+        "alpha": rng.normal(size=(2, 5)).astype("float32"),
+    }
+    result = export(model, tmp_path / "out", formats=("keras",), sample=sample)
+    assert result["keras"].verified

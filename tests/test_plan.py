@@ -148,6 +148,9 @@ def test_every_layout_resolves(multi_conv_model):
     paths = {v.path: tuple(v.shape) for v in multi_conv_model.weights}
     for target in plan.targets:
         assert paths[target.weight_path] == target.kernel_shape
+    # N:M resolves on every layout but the depthwise one (refused, see below).
+    nm = PruningPlan({"depthwise": None, "*": "nm:2:4"}).resolve(multi_conv_model)
+    assert sorted(targets_by_name(nm)) == sorted(set(targets) - {"depthwise"})
 
 
 def nested_lenet(lenet_model):

@@ -326,13 +326,30 @@ def graph_for(model, graph, what="hard_prune"):
             f"{what}: graph must be None or False (per layer), True (build the "
             f"channel dependency graph) or a DependencyGraph, got {graph!r}."
         )
-    if graph.functional is not check_graph_model(model, what):
-        raise ValueError(
-            f"{what}: the DependencyGraph was built from another model "
-            f"('{graph.model.name}'), not from the model being pruned "
-            f"('{model.name}'). Pass graph=True, or DependencyGraph.from_model(model)."
+    functional = check_graph_model(model, what)
+    if graph.functional is functional:
+        return graph
+    same_layers = [id(layer) for layer in graph.functional.layers] == [
+        id(layer) for layer in functional.layers
+    ]
+    if graph.model is model and same_layers:
+        return graph  # a Sequential rebuilt its graph (e.g. model.build): same layers
+    if graph.model is model:
+        why = "its layers changed since the graph was built (add / pop?)"
+    elif graph.model.name == model.name:
+        why = (
+            f"the graph is of another model object named '{model.name}' (a clone "
+            "or a loaded copy?), whose weights it would read"
         )
-    return graph
+    else:
+        why = (
+            f"the graph is of model '{graph.model.name}', not of '{model.name}', "
+            "whose weights it would read"
+        )
+    raise ValueError(
+        f"{what}: the DependencyGraph does not belong to the model being pruned: "
+        f"{why}. Pass graph=True, or DependencyGraph.from_model(model)."
+    )
 
 
 class DependencyGraph:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import warnings
 
 import keras
@@ -126,7 +127,7 @@ def _warn_output_filter_cuts(model, pairs):
             target.sparsity, (sparsity_lib.Filter, sparsity_lib.FilterShape)
         ):
             warnings.warn(
-                f"hard_prune: the {target.sparsity} cut of layer "
+                f"The per-layer {target.sparsity} cut of layer "
                 f"'{target.layer_name}' zeroes outputs of the model (its filters "
                 "are the model's output units). Exclude it from the plan, or pass "
                 "graph=True, which keeps output channels.",
@@ -184,7 +185,7 @@ def apply_masks(model, masks) -> None:
         masks = hard_prune(pruned_model, plan)
         apply_masks(other_model, masks)   # the same zeros in another copy
     """
-    if not isinstance(masks, dict):
+    if not isinstance(masks, collections.abc.Mapping):
         raise TypeError(
             f"apply_masks needs {{weight_path: 0/1 array}}, as hard_prune or "
             f"masks_from_model return, got {type(masks).__name__}. For a plan, "

@@ -353,6 +353,7 @@ def check_seed(seed, tolerance=1e-4, batch=3) -> FuzzResult:
     try:
         small = compact(model, align=align, column_sparse=column_sparse)
         actual = keras.ops.convert_to_numpy(small(x))
+        error = max_relative_error(expected, actual)  # raises on another shape
     except Exception as e:  # noqa: BLE001 - the fuzzer reports every failure
         return FuzzResult(
             seed,
@@ -364,7 +365,6 @@ def check_seed(seed, tolerance=1e-4, batch=3) -> FuzzResult:
             column_sparse,
             f"{type(e).__name__}: {e}",
         )
-    error = max_relative_error(expected, actual)
     return FuzzResult(
         seed,
         bool(error <= tolerance),

@@ -36,13 +36,13 @@ __all__ = [
 ]
 
 
-def _number(owner, name, value, fix):
+def _number(owner, name, value, fix, allow_inf=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{owner} `{name}` must be a number, got {value!r} "
             f"({type(value).__name__}). {fix}"
         )
-    if not math.isfinite(value):
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
         raise ValueError(f"{owner} `{name}` must be finite, got {value!r}. {fix}")
     return float(value)
 
@@ -69,7 +69,9 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
             "may only grow. Use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
             "every Z/U update."
         )
-    rho_max = _number(owner, "rho_max", rho_max, "Set rho_max >= rho.")
+    rho_max = _number(  # inf: no cap (rho still grows by a finite factor)
+        owner, "rho_max", rho_max, "Set rho_max >= rho.", allow_inf=True
+    )
     if rho_max < rho:
         raise ValueError(
             f"{owner} `rho_max` ({rho_max!r}) must be >= rho ({rho!r}). Set "

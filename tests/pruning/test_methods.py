@@ -295,20 +295,34 @@ def test_a_graph_of_another_model_is_refused():
     model, other = tiny_model(), tiny_model()
     graph = DependencyGraph.from_model(other)
     before = [w.copy() for w in model.get_weights()]
-    with pytest.raises(ValueError, match=r"built from another model \('tiny'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"another model object named 'tiny' \(a clone or a loaded copy\?\)",
+    ):
         hard_prune(model, {"conv2": "filter:0.5"}, graph=graph)
     for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     plan = PruningPlan({"conv2": "filter:0.5"}).resolve(model)
     with pytest.raises(
-        ValueError, match="DependencyGraph was built from another model"
+        ValueError, match="DependencyGraph does not belong to the model being pruned"
     ):
         keras_admm.GroupProjection.from_plan(model, plan, graph=graph)
     callback = GradualPruning(plan, end_step=4, graph=graph)
     callback.set_model(model)
     with pytest.raises(
-        ValueError, match="DependencyGraph was built from another model"
+        ValueError, match="DependencyGraph does not belong to the model being pruned"
     ):
         callback.on_train_begin()
-    # Its own model's graph is accepted.
-    assert hard_prune(model, plan, graph=DependencyGraph.from_model(model))
+    # Its own model's graph is accepted, also after the Sequential rebuilt
+    # its graph (same layers).
+    own = DependencyGraph.from_model(model)
+    model.build((None, 16, 16, 1))
+    assert hard_prune(model, plan, graph=own)
+    # A model with another name is named.
+    renamed = keras.Sequential(
+        [keras.Input((16, 16, 1)), *tiny_model().layers], name="other"
+    )
+    with pytest.raises(
+        ValueError, match="the graph is of model 'other', not of 'tiny'"
+    ):
+        hard_prune(model, plan, graph=DependencyGraph.from_model(renamed))

@@ -506,14 +506,24 @@ def test_a_frozen_planned_layer_is_named_in_the_error():
 
 
 # ------------------------------------------------------------- bad arguments
-@pytest.mark.parametrize("name", ["rho", "rho_max", "rho_multiplier"])
-@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("rho", float("inf")),
+        ("rho", float("nan")),
+        ("rho_multiplier", float("inf")),
+        ("rho_multiplier", float("nan")),
+        ("rho_max", float("nan")),
+    ],
+)
 def test_admm_settings_must_be_finite(name, value):
     # rho=inf put NaN into the weights after one step, without a word.
     plan = PruningPlan.uniform(small_net(), "filter:0.5", skip_first=False)
     settings = {"rho": 1e-3, "rho_max": 1.0, "rho_multiplier": 1.3, name: value}
     with pytest.raises(ValueError, match=f"`{name}` must be finite, got {value}"):
         ADMMWrapper(keras.optimizers.SGD(), plan, **settings)
+    # rho_max=inf means no cap: allowed.
+    ADMMWrapper(keras.optimizers.SGD(), plan, rho=1e-3, rho_max=float("inf"))
 
 
 def test_a_group_projection_for_another_model_or_plan_is_refused():

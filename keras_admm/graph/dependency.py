@@ -46,7 +46,9 @@ __all__ = [
     "GroupMember",
     "Barrier",
     "NodeInfo",
+    "check_graph_argument",
     "check_graph_model",
+    "graph_for",
     "ordered_nodes",
 ]
 
@@ -300,6 +302,19 @@ def check_graph_model(model, what="DependencyGraph.from_model"):
     )
 
 
+def check_graph_argument(graph, what="hard_prune"):
+    """Raise TypeError unless `graph` is None, a bool or a DependencyGraph.
+
+    For callers that take `graph=` before they have a model (GradualPruning);
+    `graph_for` does this check and also matches the graph to the model.
+    """
+    if not (graph is None or isinstance(graph, (bool, DependencyGraph))):
+        raise TypeError(
+            f"{what}: graph must be None or False (per layer), True (build the "
+            f"channel dependency graph) or a DependencyGraph, got {graph!r}."
+        )
+
+
 def graph_for(model, graph, what="hard_prune"):
     """The DependencyGraph a `graph=` argument asks for, checked against `model`.
 
@@ -317,15 +332,11 @@ def graph_for(model, graph, what="hard_prune"):
         ValueError: a DependencyGraph built from another model (its channel
             choices would read that model's weights).
     """
+    check_graph_argument(graph, what)
     if graph is None or graph is False:
         return None
     if graph is True:
         return DependencyGraph.from_model(model)
-    if not isinstance(graph, DependencyGraph):
-        raise TypeError(
-            f"{what}: graph must be None or False (per layer), True (build the "
-            f"channel dependency graph) or a DependencyGraph, got {graph!r}."
-        )
     functional = check_graph_model(model, what)
     if graph.functional is functional:
         return graph

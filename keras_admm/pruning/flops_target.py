@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 from keras_admm import registry
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.arguments import check_number
 from keras_admm.plan import PruningPlan, all_layers
 from keras_admm.pruning.report import sparsity_report
 
@@ -123,16 +123,13 @@ def plan_for_flops_reduction(
             f"Unknown sparsity type {kind!r} for a FLOPs level. Use one of "
             f"{', '.join(LEVEL_TYPES)}."
         )
-    if (
-        isinstance(level, bool)
-        or not isinstance(level, numbers.Real)
-        or not math.isfinite(level)
-        or level <= 1
-    ):
-        raise ValueError(
-            f"The conv FLOPs reduction level must be a number > 1, got {level!r} "
-            "(e.g. 4.0 for 4x fewer conv FLOPs)."
-        )
+    level = check_number(
+        "plan_for_flops_reduction",
+        "level",
+        level,
+        "It is the conv FLOPs reduction, e.g. 4.0 for 4x fewer conv FLOPs.",
+        above=1,
+    )
     if not 0.0 <= first_layer_exponent <= 1.0:
         raise ValueError(
             f"first_layer_exponent must be in [0, 1], got {first_layer_exponent!r}."

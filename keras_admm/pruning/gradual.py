@@ -14,15 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
 from keras_admm import sparsity as sparsity_lib
+from keras_admm.arguments import check_count, check_number
 from keras_admm.backends import sync_model_state
-from keras_admm.graph import DependencyGraph, graph_for
+from keras_admm.graph import check_graph_argument, graph_for
 from keras_admm.plan import as_plan
 from keras_admm.pruning.masks import projection_masks
 from keras_admm.schedules import scheduled_sparsity
@@ -53,33 +51,24 @@ class GradualPruning(keras.callbacks.Callback):
 
     def __init__(self, plan, end_step, frequency=100, power=3.0, graph=None):
         super().__init__()
-        for name, value in (("end_step", end_step), ("frequency", frequency)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(
-                    f"GradualPruning `{name}` must be an int, got {value!r}."
-                )
-            if value < 1:
-                raise ValueError(f"GradualPruning `{name}` must be >= 1, got {value}.")
-        if (
-            isinstance(power, bool)
-            or not isinstance(power, numbers.Real)
-            or not math.isfinite(power)
-            or power <= 0
-        ):
-            raise ValueError(
-                f"GradualPruning `power` must be a number > 0 (the schedule's "
-                f"exponent; 3 as in Zhu & Gupta and tfmot), got {power!r}."
-            )
-        if not (graph is None or isinstance(graph, (bool, DependencyGraph))):
-            raise TypeError(
-                "GradualPruning: graph must be None or False (per layer), True "
-                f"(build the channel dependency graph) or a DependencyGraph, got "
-                f"{graph!r}."
-            )
+        end_step = check_count(
+            "GradualPruning", "end_step", end_step, "The step of the final sparsity."
+        )
+        frequency = check_count(
+            "GradualPruning", "frequency", frequency, "Steps between re-prunings."
+        )
+        power = check_number(
+            "GradualPruning",
+            "power",
+            power,
+            "It is the schedule's exponent: 3 as in Zhu & Gupta and tfmot.",
+            above=0,
+        )
+        check_graph_argument(graph, "GradualPruning")
         self.plan = as_plan(plan, "GradualPruning")
-        self.end_step = int(end_step)
-        self.frequency = int(frequency)
-        self.power = float(power)
+        self.end_step = end_step
+        self.frequency = frequency
+        self.power = power
         self.graph = graph
         self.step = 0
         self.masks = {}

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import collections.abc
+import math
 import warnings
 
 import keras
@@ -108,15 +109,31 @@ def projection_masks(model, plan, graph=None) -> dict[str, np.ndarray]:
 
 
 def _output_layer_names(model) -> set:
-    """Names of the layers whose outputs are the model's outputs (none known
-    for a subclassed model)."""
+    """Names of the layers whose output units are the model's outputs, seen
+    through single-input layers that keep the unit count (a Dense before a
+    separate Softmax, Dropout, BN or Reshape counts); none known for a
+    subclassed model."""
     outputs = getattr(model, "outputs", None) or []
     names = set()
     for tensor in keras.tree.flatten(outputs):
-        history = getattr(tensor, "_keras_history", None)
-        if history is not None:
-            names.add(history.operation.name)
+        while getattr(tensor, "_keras_history", None) is not None:
+            layer, node_index, _ = tensor._keras_history
+            names.add(layer.name)
+            if registry.kernel_spec(layer) is not None:
+                break  # the layer whose filters are these units
+            inputs = keras.tree.flatten(layer._inbound_nodes[node_index].input_tensors)
+            if len(inputs) != 1 or not _same_units(inputs[0], tensor):
+                break  # a merge or a pooling: its units are not one layer's
+            tensor = inputs[0]
     return names
+
+
+def _same_units(before, after) -> bool:
+    """Whether two tensors hold as many units a sample (same shape if unknown)."""
+    a, b = tuple(before.shape)[1:], tuple(after.shape)[1:]
+    if None in a or None in b:
+        return a == b
+    return math.prod(a) == math.prod(b)
 
 
 def _warn_output_filter_cuts(model, pairs):
@@ -129,8 +146,9 @@ def _warn_output_filter_cuts(model, pairs):
             warnings.warn(
                 f"The per-layer {target.sparsity} cut of layer "
                 f"'{target.layer_name}' zeroes outputs of the model (its filters "
-                "are the model's output units). Exclude it from the plan, or pass "
-                "graph=True, which keeps output channels.",
+                "are the model's output units, or feed them one to one). Exclude "
+                "it from the plan, or pass graph=True, which keeps output "
+                "channels.",
                 KerasAdmmWarning,
                 stacklevel=4,
             )

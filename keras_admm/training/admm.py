@@ -13,12 +13,10 @@ the primal residual, and finds the ADMM state behind a (wrapped) optimizer:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 from keras import ops
 
 from keras_admm import backends
+from keras_admm.arguments import check_count, check_number
 
 __all__ = [
     "check_settings",
@@ -36,17 +34,6 @@ __all__ = [
 ]
 
 
-def _number(owner, name, value, fix, allow_inf=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{owner} `{name}` must be a number, got {value!r} "
-            f"({type(value).__name__}). {fix}"
-        )
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{owner} `{name}` must be finite, got {value!r}. {fix}")
-    return float(value)
-
-
 def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
     """Validated (rho, rho_multiplier, rho_max, admm_steps), or a clear error.
 
@@ -54,14 +41,15 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
         TypeError / ValueError naming `owner`, the argument, its value and the
         fix. Nothing is created before the check passes.
     """
-    rho = _number(owner, "rho", rho, "Pass a positive penalty such as 1e-3.")
-    if rho <= 0:
-        raise ValueError(
-            f"{owner} `rho` must be > 0, got {rho!r}. Pass a positive penalty "
-            "such as rho=1e-3."
-        )
-    rho_multiplier = _number(
-        owner, "rho_multiplier", rho_multiplier, "Use 1.0 for a fixed rho."
+    rho = check_number(
+        owner, "rho", rho, "Pass a positive penalty such as rho=1e-3.", above=0
+    )
+    rho_multiplier = check_number(
+        owner,
+        "rho_multiplier",
+        rho_multiplier,
+        "rho may only grow: use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
+        "every Z/U update.",
     )
     if rho_multiplier < 1:
         raise ValueError(
@@ -69,7 +57,7 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
             "may only grow. Use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
             "every Z/U update."
         )
-    rho_max = _number(  # inf: no cap (rho still grows by a finite factor)
+    rho_max = check_number(  # inf: no cap (rho still grows by a finite factor)
         owner, "rho_max", rho_max, "Set rho_max >= rho.", allow_inf=True
     )
     if rho_max < rho:
@@ -77,17 +65,14 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
             f"{owner} `rho_max` ({rho_max!r}) must be >= rho ({rho!r}). Set "
             f"rho_max >= {rho!r}, or lower rho."
         )
-    if isinstance(admm_steps, bool) or not isinstance(admm_steps, numbers.Integral):
-        raise TypeError(
-            f"{owner} `admm_steps` must be an int, got {admm_steps!r} "
-            f"({type(admm_steps).__name__}). Pass e.g. admm_steps=100."
-        )
-    if admm_steps < 1:
-        raise ValueError(
-            f"{owner} `admm_steps` must be >= 1, got {admm_steps}. It is the "
-            "number of optimizer steps between Z/U updates, e.g. one epoch."
-        )
-    return rho, rho_multiplier, rho_max, int(admm_steps)
+    admm_steps = check_count(
+        owner,
+        "admm_steps",
+        admm_steps,
+        "It is the number of optimizer steps between Z/U updates, e.g. "
+        "admm_steps=100 or one epoch.",
+    )
+    return rho, rho_multiplier, rho_max, admm_steps
 
 
 def project_each(targets):

@@ -397,3 +397,28 @@ def test_a_per_layer_filter_cut_of_an_output_layer_warns(lenet_model):
         warnings.simplefilter("error", KerasAdmmWarning)
         masks_lib.projection_masks(lenet_model, {"fc1": "filter:0.5"})
         masks_lib.projection_masks(lenet_model, {"fc2": "unstructured:0.5"})
+
+
+def test_the_output_cut_warning_looks_through_layers_that_keep_the_units():
+    # A Dense whose units feed a separate Softmax (or Dropout, Reshape) one to
+    # one is the output layer too; a Dense before a merge is not.
+    import warnings
+
+    from keras_admm.exceptions import KerasAdmmWarning
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    logits = keras.layers.Dense(4, name="logits")(hidden)
+    probs = keras.layers.Softmax(name="probs")(keras.layers.Dropout(0.1)(logits))
+    reshaped = keras.layers.Reshape((2, 2))(logits)
+    summed = keras.layers.Add()([logits, keras.layers.Dense(4, name="side")(hidden)])
+    for outputs in (probs, reshaped):
+        model = keras.Model(inputs, outputs)
+        with pytest.warns(KerasAdmmWarning, match="'logits' zeroes outputs of the"):
+            masks_lib.projection_masks(model, {"logits": "filter:0.5"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KerasAdmmWarning)
+        masks_lib.projection_masks(keras.Model(inputs, probs), {"hidden": "filter:0.5"})
+        masks_lib.projection_masks(
+            keras.Model(inputs, summed), {"logits": "filter:0.5"}
+        )

@@ -109,6 +109,7 @@ def plan_for_flops_reduction(
         A LevelPlan.
 
     Raises:
+        TypeError: level is not a real number.
         ValueError: unknown kind, level <= 1, a level no group count reaches,
             a model without conv layers, or an extra rule for a conv layer.
 
@@ -211,7 +212,7 @@ def plan_for_flops_reduction(
             best = sum(flops) / total()
             raise ValueError(
                 f"A {kind} plan cannot cut the conv FLOPs of '{model.name}' by "
-                f"{level}x: keeping one group per layer gives {best:.2f}x. Choose "
+                f"{level:g}x: keeping one group per layer gives {best:.2f}x. Choose "
                 "a lower level or a finer sparsity type (e.g. unstructured)."
             )
     rules, layers = [], []

@@ -52,10 +52,17 @@ class GradualPruning(keras.callbacks.Callback):
     def __init__(self, plan, end_step, frequency=100, power=3.0, graph=None):
         super().__init__()
         end_step = check_count(
-            "GradualPruning", "end_step", end_step, "The step of the final sparsity."
+            "GradualPruning",
+            "end_step",
+            end_step,
+            "It is the step at which the plan's ratios are reached, e.g. "
+            "end_step=5 * steps_per_epoch.",
         )
         frequency = check_count(
-            "GradualPruning", "frequency", frequency, "Steps between re-prunings."
+            "GradualPruning",
+            "frequency",
+            frequency,
+            "It is the number of steps between re-prunings, e.g. frequency=100.",
         )
         power = check_number(
             "GradualPruning",

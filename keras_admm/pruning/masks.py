@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import collections.abc
-import math
 import warnings
 
 import keras
@@ -109,31 +108,30 @@ def projection_masks(model, plan, graph=None) -> dict[str, np.ndarray]:
 
 
 def _output_layer_names(model) -> set:
-    """Names of the layers whose output units are the model's outputs, seen
-    through single-input layers that keep the unit count (a Dense before a
-    separate Softmax, Dropout, BN or Reshape counts); none known for a
-    subclassed model."""
+    """Names of the layers whose filters make the model's outputs, seen back
+    through layers that keep each channel apart (BN, activations, Dropout,
+    pooling, Reshape, Flatten: channelwise in the registry) and Softmax; none
+    known for a subclassed model."""
     outputs = getattr(model, "outputs", None) or []
     names = set()
     for tensor in keras.tree.flatten(outputs):
         while getattr(tensor, "_keras_history", None) is not None:
             layer, node_index, _ = tensor._keras_history
             names.add(layer.name)
-            if registry.kernel_spec(layer) is not None:
-                break  # the layer whose filters are these units
             inputs = keras.tree.flatten(layer._inbound_nodes[node_index].input_tensors)
-            if len(inputs) != 1 or not _same_units(inputs[0], tensor):
-                break  # a merge or a pooling: its units are not one layer's
+            if len(inputs) != 1 or not _keeps_channels_apart(layer):
+                break  # a kernel layer, a merge, a nested model ...: stop here
             tensor = inputs[0]
     return names
 
 
-def _same_units(before, after) -> bool:
-    """Whether two tensors hold as many units a sample (same shape if unknown)."""
-    a, b = tuple(before.shape)[1:], tuple(after.shape)[1:]
-    if None in a or None in b:
-        return a == b
-    return math.prod(a) == math.prod(b)
+def _keeps_channels_apart(layer) -> bool:
+    """Whether each output channel of `layer` comes from its own input channel
+    (Softmax mixes them, but a cut logit still fixes its class's output)."""
+    rule = registry.channel_rule(layer)
+    if rule is not None and rule.kind in ("channelwise", "flatten"):
+        return True
+    return isinstance(layer, keras.layers.Softmax)
 
 
 def _warn_output_filter_cuts(model, pairs):
@@ -145,10 +143,10 @@ def _warn_output_filter_cuts(model, pairs):
         ):
             warnings.warn(
                 f"The per-layer {target.sparsity} cut of layer "
-                f"'{target.layer_name}' zeroes outputs of the model (its filters "
-                "are the model's output units, or feed them one to one). Exclude "
-                "it from the plan, or pass graph=True, which keeps output "
-                "channels.",
+                f"'{target.layer_name}' cuts outputs of the model: its filters "
+                "make the model's output units, so those outputs become zero or "
+                "constant. Exclude it from the plan, or pass graph=True, which "
+                "keeps output channels.",
                 KerasAdmmWarning,
                 stacklevel=4,
             )

@@ -391,7 +391,7 @@ def test_a_per_layer_filter_cut_of_an_output_layer_warns(lenet_model):
 
     from keras_admm.exceptions import KerasAdmmWarning
 
-    with pytest.warns(KerasAdmmWarning, match="'fc2' zeroes outputs of the model"):
+    with pytest.warns(KerasAdmmWarning, match="'fc2' cuts outputs of the model"):
         masks_lib.projection_masks(lenet_model, {"fc2": "filter:0.5"})
     with warnings.catch_warnings():
         warnings.simplefilter("error", KerasAdmmWarning)
@@ -399,9 +399,10 @@ def test_a_per_layer_filter_cut_of_an_output_layer_warns(lenet_model):
         masks_lib.projection_masks(lenet_model, {"fc2": "unstructured:0.5"})
 
 
-def test_the_output_cut_warning_looks_through_layers_that_keep_the_units():
-    # A Dense whose units feed a separate Softmax (or Dropout, Reshape) one to
-    # one is the output layer too; a Dense before a merge is not.
+def test_the_output_cut_warning_looks_through_layers_that_keep_channels_apart():
+    # A Dense whose units feed a separate Softmax (or Dropout, Reshape), or a
+    # conv whose channels are pooled into the outputs, makes the outputs too;
+    # a Dense before a merge, another Dense or a nested model does not.
     import warnings
 
     from keras_admm.exceptions import KerasAdmmWarning
@@ -412,13 +413,19 @@ def test_the_output_cut_warning_looks_through_layers_that_keep_the_units():
     probs = keras.layers.Softmax(name="probs")(keras.layers.Dropout(0.1)(logits))
     reshaped = keras.layers.Reshape((2, 2))(logits)
     summed = keras.layers.Add()([logits, keras.layers.Dense(4, name="side")(hidden)])
+    nested = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])(logits)
     for outputs in (probs, reshaped):
         model = keras.Model(inputs, outputs)
-        with pytest.warns(KerasAdmmWarning, match="'logits' zeroes outputs of the"):
+        with pytest.warns(KerasAdmmWarning, match="'logits' cuts outputs of the"):
             masks_lib.projection_masks(model, {"logits": "filter:0.5"})
+    images = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, name="conv")(images)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(features))
+    with pytest.warns(KerasAdmmWarning, match="'conv' cuts outputs of the"):
+        masks_lib.projection_masks(keras.Model(images, pooled), {"conv": "filter:0.5"})
     with warnings.catch_warnings():
         warnings.simplefilter("error", KerasAdmmWarning)
         masks_lib.projection_masks(keras.Model(inputs, probs), {"hidden": "filter:0.5"})
-        masks_lib.projection_masks(
-            keras.Model(inputs, summed), {"logits": "filter:0.5"}
-        )
+        for outputs in (summed, nested):
+            model = keras.Model(inputs, outputs)
+            masks_lib.projection_masks(model, {"logits": "filter:0.5"})

@@ -11,24 +11,29 @@ import numbers
 __all__ = ["check_number", "check_count"]
 
 
-def check_number(owner, name, value, fix, *, above=None, allow_inf=False) -> float:
+def check_number(
+    owner, name, value, fix, *, above=None, at_least=None, allow_inf=False
+) -> float:
     """`value` as a float if it is a real number (finite unless `allow_inf`,
-    and > `above` when given); otherwise a clear error.
+    > `above` and >= `at_least` when given); otherwise a clear error.
 
     Args:
         owner / name: who asks and for which argument, e.g. "ADMMWrapper", "rho".
         value: what the user passed.
         fix: a sentence that tells the user what to pass instead.
         above: an exclusive lower bound, or None.
+        at_least: an inclusive lower bound, or None.
         allow_inf: whether +-inf is accepted (e.g. "no cap").
 
     Raises:
         TypeError: not a real number (bools and strings included).
-        ValueError: NaN, an infinity not allowed, or not above the bound.
+        ValueError: NaN, an infinity not allowed, or below a bound.
     """
     want = "a number" if allow_inf else "a finite number"
     if above is not None:
         want += f" > {above}"
+    if at_least is not None:
+        want += f" >= {at_least}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{owner} `{name}` must be {want}, got {value!r} "
@@ -38,6 +43,7 @@ def check_number(owner, name, value, fix, *, above=None, allow_inf=False) -> flo
         math.isnan(value)
         or (math.isinf(value) and not allow_inf)
         or (above is not None and value <= above)
+        or (at_least is not None and value < at_least)
     ):
         raise ValueError(f"{owner} `{name}` must be {want}, got {value!r}. {fix}")
     return float(value)

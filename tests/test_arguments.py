@@ -29,6 +29,7 @@ def test_check_number_returns_a_float(value):
         (math.inf, {}, ValueError, r"must be a finite number, got inf"),
         (math.nan, {"allow_inf": True}, ValueError, r"must be a number, got nan"),
         (0, {"above": 0}, ValueError, r"must be a finite number > 0, got 0\. Fix\."),
+        (0.5, {"at_least": 1}, ValueError, r"must be a finite number >= 1, got 0\.5"),
         (
             -math.inf,
             {"above": 0, "allow_inf": True},
@@ -47,6 +48,7 @@ def test_check_number_refuses_with_the_owner_value_and_fix(
 def test_check_number_allows_inf_only_when_asked():
     assert check_number("Owner", "cap", math.inf, "Fix.", allow_inf=True) == math.inf
     assert check_number("Owner", "x", 1.5, "Fix.", above=1) == 1.5
+    assert check_number("Owner", "x", 1, "Fix.", at_least=1) == 1.0
 
 
 @pytest.mark.parametrize(

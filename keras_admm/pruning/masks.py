@@ -135,7 +135,7 @@ def _keeps_channels_apart(layer) -> bool:
 
 
 def _warn_output_filter_cuts(model, pairs):
-    """Per-layer Filter cuts of an output layer zero model outputs: say so."""
+    """Per-layer Filter cuts of an output layer cut model outputs: say so."""
     outputs = _output_layer_names(model)
     for target, _ in pairs:
         if target.layer_name in outputs and isinstance(

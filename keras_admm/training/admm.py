@@ -50,13 +50,8 @@ def check_settings(owner, rho, rho_multiplier, rho_max, admm_steps):
         rho_multiplier,
         "rho may only grow: use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
         "every Z/U update.",
+        at_least=1,
     )
-    if rho_multiplier < 1:
-        raise ValueError(
-            f"{owner} `rho_multiplier` must be >= 1, got {rho_multiplier!r}: rho "
-            "may only grow. Use 1.0 for a fixed rho, or e.g. 1.3 to grow it at "
-            "every Z/U update."
-        )
     rho_max = check_number(  # inf: no cap (rho still grows by a finite factor)
         owner, "rho_max", rho_max, "Set rho_max >= rho.", allow_inf=True
     )

@@ -175,6 +175,13 @@ _RECALIBRATE_BN = flags.DEFINE_bool(
 _RECALIBRATION_IMAGES = flags.DEFINE_integer(
     "recalibration_images", 2000, "Training images for the BatchNorm recalibration."
 )
+_RETRAIN_FROM_SCRATCH = flags.DEFINE_bool(
+    "retrain_from_scratch",
+    False,
+    "Control run: before masked retraining, give the pruned model fresh random "
+    "weights (its pruned weights stay zero; examples/from_scratch.py), so the "
+    "result shows what the dense weights are worth (Liu et al. 2019).",
+)
 _DISTILL = flags.DEFINE_bool(
     "distill",
     False,
@@ -860,6 +867,12 @@ def stage_retrain(run, model, plan, dense_path):
         else:
             trained.compile(optimizer, loss=loss, metrics=[student_accuracy(classes)])
 
+    if _RETRAIN_FROM_SCRATCH.value:  # a resumed run's checkpoint replaces them
+        from from_scratch import reinitialize
+
+        masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
+        masks.update(removed_block_masks(run, model))
+        reinitialize(model, masks, seed=_SEED.value + 2)
     keras.utils.set_random_seed(_SEED.value + 1)
     start = time.time()
     history = run.fit(trained, "retrain", epochs, compile_masked) if epochs else []
@@ -871,6 +884,7 @@ def stage_retrain(run, model, plan, dense_path):
     run.report["retrain"] = {
         "epochs": epochs,
         "learning_rate": _RETRAIN_LEARNING_RATE.value,
+        "from_scratch": _RETRAIN_FROM_SCRATCH.value,
         "distillation": (
             {
                 "teacher": dense_path,
@@ -1038,7 +1052,11 @@ def markdown(report):
                 ("same, BatchNorm recalibrated", {"validation": recalibrated}, None)
             )
     if "retrain" in report:
-        rows.append(("after masked retraining", report["retrain"]["accuracy"], None))
+        retrain = report["retrain"]
+        name = "after masked retraining"
+        if retrain.get("from_scratch"):
+            name += " from fresh random weights (control)"
+        rows.append((name, retrain["accuracy"], None))
     if "compact" in report:
         rows.append(
             ("compact", report["compact"]["accuracy"], report["compact"]["flops"])

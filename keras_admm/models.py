@@ -75,7 +75,7 @@ def resnet_cifar(
 
     Basic blocks with BatchNorm; the shortcut is the identity, or a strided 1x1
     conv + BN where the shape changes. Outputs logits. With per-channel `mean`
-    and `std` a Normalization layer ("normalize") comes first, so the model
+    and `std` a Rescaling layer ("normalize") comes first, so the model
     takes raw pixels.
 
     Raises:

@@ -120,11 +120,13 @@ def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
 
 @needs_cifar10
 def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
-    """--remove_blocks: the cheapest branches leave the model before ADMM prunes it."""
+    """--remove_blocks: the cheapest branches leave the model before ADMM prunes it;
+    --retrain_from_scratch then retrains that model from fresh random weights."""
     command = smoke_command(
         tmp_path,
         f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-        "--stages=prune,compact",
+        "--stages=prune,retrain,compact",
+        "--retrain_from_scratch",
         "--method=admm",
         "--admm_stages=1",
         "--remove_blocks=2",
@@ -151,4 +153,15 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
             assert add not in names
     removed_layers = set(report["blocks"]["removed_layers"])
     assert {f"{add[: -len('_add')]}_conv1" for add in removed} <= removed_layers
-    assert "Residual branches removed" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Residual branches removed" in markdown
+    assert report["retrain"]["from_scratch"] is True
+    assert "from fresh random weights (control)" in markdown
+    # One smoke epoch at LR 0.01 would leave the inherited kernel nearly as it
+    # was (correlation near 1); fresh weights are unrelated to it.
+    retrained = keras.saving.load_model(tmp_path / "retrained.keras")
+    inherited, fresh = (
+        keras.ops.convert_to_numpy(m.get_layer("conv1").kernel).ravel()
+        for m in (pruned, retrained)
+    )
+    assert abs(np.corrcoef(inherited, fresh)[0, 1]) < 0.5

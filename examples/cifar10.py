@@ -259,6 +259,15 @@ flags.register_validator(
     lambda v: bool(v) and all(s in STAGES for s in v),
     f"--stages must be a comma list of {', '.join(STAGES)}",
 )
+flags.register_multi_flags_validator(
+    ["retrain_from_scratch", "stages", "retrain_epochs"],
+    lambda v: (
+        not v["retrain_from_scratch"]
+        or ("retrain" in v["stages"] and v["retrain_epochs"] >= 1)
+    ),
+    "--retrain_from_scratch trains the pruned model from fresh random weights: "
+    "it needs the retrain stage in --stages and --retrain_epochs >= 1.",
+)
 
 
 # ---------------------------------------------------------------- helpers
@@ -309,12 +318,23 @@ class Run:
                 result[name] = float(scores["accuracy"])
         return result
 
-    def fit(self, model, tag, epochs, compile_fn, callbacks=(), on_resume=None):
+    def fit(
+        self,
+        model,
+        tag,
+        epochs,
+        compile_fn,
+        callbacks=(),
+        on_resume=None,
+        settings=None,
+    ):
         """model.fit for `epochs`, checkpointed every epoch under `tag`.
 
         compile_fn() compiles the model (after resumed weights are in place,
         so masks can be read from them); with --resume the optimizer state is
-        loaded too. on_resume(done) runs before training resumes.
+        loaded too. on_resume(done) runs before training resumes. `settings`
+        ({name: value}, JSON) are kept in the checkpoint: a checkpoint written
+        with other settings is refused on resume.
         """
         import keras
         from cifar10_data import augmented_dataset
@@ -334,6 +354,12 @@ class Run:
                     f"{checkpoint} is of a {state['epochs']}-epoch {tag} stage; "
                     f"resume it with the same flags (got {epochs} epochs)."
                 )
+            if state.get("settings", {}) != (settings or {}):
+                raise ValueError(
+                    f"{checkpoint} was written with settings "
+                    f"{state.get('settings', {})}, this run has {settings or {}}: "
+                    "resume it with the same flags, or use another --output_dir."
+                )
             done, history = state["epochs_done"], state["history"]
             saved = keras.saving.load_model(checkpoint, compile=False)
             model.set_weights(saved.get_weights())
@@ -349,6 +375,8 @@ class Run:
             def on_epoch_end(self, epoch, logs=None):
                 history.append({"epoch": epoch + 1, **_floats(logs)})
                 state = {"epochs": epochs, "epochs_done": epoch + 1, "history": history}
+                if settings:
+                    state["settings"] = settings
                 write_checkpoint(self.model, checkpoint, state)
 
         if done < epochs:
@@ -875,7 +903,12 @@ def stage_retrain(run, model, plan, dense_path):
         reinitialize(model, masks, seed=_SEED.value + 2)
     keras.utils.set_random_seed(_SEED.value + 1)
     start = time.time()
-    history = run.fit(trained, "retrain", epochs, compile_masked) if epochs else []
+    settings = {"from_scratch": True} if _RETRAIN_FROM_SCRATCH.value else None
+    history = (
+        run.fit(trained, "retrain", epochs, compile_masked, settings=settings)
+        if epochs
+        else []
+    )
     if not epochs:
         compile_masked()
     if trained is not model:

@@ -22,7 +22,9 @@ def reinitialize(model, masks, seed):
     Each layer with trainable weights gets the values its initializers draw
     (from a clone of the model, seeded by `seed`); a BatchNorm's moving mean
     and variance restart at 0 and 1 with it. Layers with no trainable weights
-    keep theirs. Then `masks` ({weight_path: 0/1 array}, e.g. from
+    (frozen or weightless) keep theirs; a nested model counts as one layer.
+    An initializer given a fixed seed draws the same values whatever `seed`
+    is. Then `masks` ({weight_path: 0/1 array}, e.g. from
     `keras_admm.pruning.projection_masks` taken before this call) zero the
     pruned weights again, so the pruned model keeps its shape.
 
@@ -39,6 +41,6 @@ def reinitialize(model, masks, seed):
     fresh = keras.models.clone_model(model)  # same layer names, so same paths
     if masks:
         apply_masks(fresh, masks)  # checked and applied before `model` changes
-    for layer, new in zip(model.layers, fresh.layers):
+    for layer in model.layers:
         if layer.trainable_weights:
-            layer.set_weights(new.get_weights())
+            layer.set_weights(fresh.get_layer(layer.name).get_weights())

@@ -165,3 +165,39 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
         for m in (pruned, retrained)
     )
     assert abs(np.corrcoef(inherited, fresh)[0, 1]) < 0.5
+    # ... and the weights the prune cut stay zero in it.
+    cut = 0
+    for layer in pruned.layers:
+        if hasattr(layer, "kernel"):
+            was = keras.ops.convert_to_numpy(layer.kernel)
+            now = keras.ops.convert_to_numpy(retrained.get_layer(layer.name).kernel)
+            assert np.all(now[was == 0] == 0), layer.name
+            cut += int((was == 0).sum())
+    assert cut > 0
+    # Resuming its retrain checkpoint without the flag would mix two runs: refused.
+    resumed = subprocess.run(
+        smoke_command(
+            tmp_path,
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=retrain",
+            "--resume",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed.returncode != 0
+    assert "written with settings {'from_scratch': True}" in resumed.stderr
+
+
+def test_cifar10_retrain_from_scratch_needs_the_retrain_stage(tmp_path):
+    """The control flag without a retrain stage is refused before any work."""
+    result = subprocess.run(
+        smoke_command(tmp_path, "--stages=prune", "--retrain_from_scratch"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--retrain_from_scratch trains the pruned model" in result.stderr
+    assert not (tmp_path / "report.json").exists()

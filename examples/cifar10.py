@@ -885,10 +885,14 @@ def stage_retrain(run, model, plan, dense_path):
             classes, _DISTILL_TEMPERATURE.value, _DISTILL_ALPHA.value
         )
 
-    def compile_masked():
+    def current_masks():
         # The pruned weights are exact zeros: their masks are the plan's.
         masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
         masks.update(removed_block_masks(run, model))
+        return masks
+
+    def compile_masked():
+        masks = current_masks()
         optimizer = keras_admm.MaskedWrapper(sgd(schedule, _WEIGHT_DECAY.value), masks)
         if trained is model:
             compile_model(model, optimizer)
@@ -898,9 +902,7 @@ def stage_retrain(run, model, plan, dense_path):
     if _RETRAIN_FROM_SCRATCH.value:  # a resumed run's checkpoint replaces them
         from from_scratch import reinitialize
 
-        masks = keras_admm.pruning.projection_masks(model, plan, graph=graph)
-        masks.update(removed_block_masks(run, model))
-        reinitialize(model, masks, seed=_SEED.value + 2)
+        reinitialize(model, current_masks(), seed=_SEED.value + 2)
     keras.utils.set_random_seed(_SEED.value + 1)
     start = time.time()
     settings = {"from_scratch": True} if _RETRAIN_FROM_SCRATCH.value else None

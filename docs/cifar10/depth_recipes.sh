@@ -4,10 +4,13 @@
 #   3x: the same branches out + filter pruning to 3x, 10 gradual epochs at 0.05,
 #       then 20 masked epochs, cosine from 0.05.
 # About 50 s an epoch each on 2 idle cores (the model without its 5 branches).
-# DENSE picks the dense model, SEED the data order, OUT the folder, LEVELS the runs;
+# DENSE picks the dense model, SEED the data order, OUT the folder, LEVELS the runs,
+# EPOCHS the budget (default 30: 2x retrains EPOCHS, 3x prunes 10 and retrains
+# EPOCHS-10; a budget other than 30 adds _epN to the folder name);
 # RESUME=1 continues cut-off runs. Examples:
 #   docs/cifar10/depth_recipes.sh                       # from the 30-epoch dense model
 #   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
+#   EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh    # 2x with 60 masked epochs
 #   DENSE=runs/cifar10/resnet20_dense164/resnet20_dense.keras TAG=_dense164 \
 #       docs/cifar10/depth_recipes.sh
 set -euo pipefail
@@ -18,11 +21,16 @@ SEED=${SEED:-0}
 LEVELS=${LEVELS:-"2 3"}
 TAG=${TAG:-}
 OUT=${OUT:-runs/cifar10_depth30}
+EPOCHS=${EPOCHS:-30}
+if ! [[ $EPOCHS =~ ^[0-9]+$ ]] || [ "$EPOCHS" -lt 11 ]; then
+  echo "EPOCHS: a whole number of at least 11, not '$EPOCHS'" >&2; exit 2
+fi
+[ "$EPOCHS" = 30 ] || TAG="_ep$EPOCHS$TAG"
 RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
 for level in $LEVELS; do
   case $level in
-    2) schedule=(--prune_epochs 0 --retrain_epochs 30) ;;
-    3) schedule=(--prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs 20) ;;
+    2) schedule=(--prune_epochs 0 --retrain_epochs "$EPOCHS") ;;
+    3) schedule=(--prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs $((EPOCHS - 10))) ;;
     *) echo "LEVELS: 2 or 3, not '$level'" >&2; exit 2 ;;
   esac
   $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \

@@ -15,7 +15,7 @@
 #   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
 #   EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh    # 2x with 60 masked epochs
 #   BLOCKS=4 LEVELS=2 docs/cifar10/depth_recipes.sh     # 2x: 4 branches out + filters
-#   DENSE=runs/cifar10/resnet20_dense164/resnet20_dense.keras TAG=_dense164 \
+#   DENSE=docs/cifar10/models/resnet20_dense164.keras TAG=_dense164 \
 #       docs/cifar10/depth_recipes.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +29,7 @@ EPOCHS=${EPOCHS:-30}
 if ! [[ $EPOCHS =~ ^[0-9]+$ ]] || [ "$EPOCHS" -lt 11 ]; then
   echo "EPOCHS: a whole number of at least 11, not '$EPOCHS'" >&2; exit 2
 fi
+EPOCHS=$((10#$EPOCHS))   # 030 is 30, not octal
 [ "$EPOCHS" = 30 ] || TAG="_ep$EPOCHS$TAG"
 BLOCKS=${BLOCKS:-5}
 if ! [[ $BLOCKS =~ ^[1-8]$ ]]; then

@@ -26,6 +26,7 @@ MARKERS = {
     "one_shot_l1": "^",
     "depth": "P",
     "depth + channels": "X",
+    "depth, from random weights (control)": "v",
     "planned for speed": "D",
     "dense": "*",
 }
@@ -35,19 +36,23 @@ COLORS = {
     "one_shot_l1": "tab:green",
     "depth": "tab:purple",
     "depth + channels": "tab:brown",
+    "depth, from random weights (control)": "tab:gray",
     "planned for speed": "tab:red",
     "dense": "black",
 }
 # Models of the timing runs -> the run folders whose accuracy they carry. The
-# 12- and 30-epoch channel-pruned models have the same widths, so one timing
-# serves both budgets.
+# 12- and 30-epoch channel-pruned models have the same widths, and the 30- and
+# 60-epoch depth-pruned ones the same layers, so one timing serves both budgets.
 TIMED = {
     "dense": ["resnet20_dense"],
     "gradual_2x": ["resnet20_gradual_2x", "budget30/gradual_2x"],
     "gradual_3x": ["resnet20_gradual_3x", "budget30/gradual_3x"],
     "depth_2x": ["resnet20_gradual_2x_minus5blocks"],
     "depth_3x": ["resnet20_gradual_3x_minus6blocks"],
-    "depth_2x_30ep": ["budget30/depth_2x_minus5blocks_lr005"],
+    "depth_2x_30ep": [
+        "budget30/depth_2x_minus5blocks_lr005",
+        "budget30/depth_2x_minus5blocks_lr005_ep60",  # the same layers, 60 epochs
+    ],
     "mix_3x_30ep": ["budget30/mix_3x_minus5blocks_lr005"],
 }
 TIMING_RUNS = ("depth_fold25/run1", "depth_fold25/run2")
@@ -82,6 +87,8 @@ def _kind(folder):
     name = os.path.basename(folder)
     if "speed" in name:
         return "planned for speed"
+    if _load(folder).get("retrain", {}).get("from_scratch"):
+        return "depth, from random weights (control)"
     if os.path.exists(os.path.join(HERE, folder, "blocks.json")):
         return "depth + channels" if _cuts_channels(folder) else "depth"
     for method in ("admm", "gradual", "one_shot_l1"):
@@ -125,15 +132,17 @@ def runs():
 
 
 def _scatter(ax, x, y, kind, epochs, **kwargs):
-    """Filled markers: 30-epoch budgets and the dense model; hollow: 12 epochs."""
+    """Hollow markers: 12-epoch budgets; filled: 30 epochs and the dense model;
+    large with a black edge: more than 30 epochs."""
     filled = epochs != 12
+    long = epochs > 30
     ax.scatter(
         x,
         y,
         marker=MARKERS[kind],
-        s=60,
+        s=130 if long else 60,
         facecolors=COLORS[kind] if filled else "none",
-        edgecolors=COLORS[kind],
+        edgecolors="black" if long else COLORS[kind],
         label=kind if kind == "dense" else f"{kind}, {epochs} epochs",
         **kwargs,
     )
@@ -152,7 +161,7 @@ def plot_macs(rows, path):
     _legend(ax)
     ax.set_xlabel("multiply-accumulates of the compact model (M)")
     ax.set_ylabel("test accuracy, 10,000 images (%)")
-    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), 12- and 30-epoch pruning budgets")
+    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), pruning budgets of 12 to 60 epochs")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

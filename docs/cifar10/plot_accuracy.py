@@ -161,7 +161,7 @@ def plot_macs(rows, path):
     _legend(ax)
     ax.set_xlabel("multiply-accumulates of the compact model (M)")
     ax.set_ylabel("test accuracy, 10,000 images (%)")
-    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), pruning budgets of 12 to 60 epochs")
+    ax.set_title("ResNet-20, CIFAR-10 (JPEG-decoded), pruning budgets of 12-60 epochs")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -163,7 +163,8 @@ _REMOVE_BLOCKS = flags.DEFINE_integer(
     "those whose removal raises the validation loss least "
     "(keras_admm.branch_sensitivity); every --method then prunes and trains the "
     "smaller model. --flops_reduction counts them and filter pruning makes up "
-    "the rest (none when they reach it).",
+    "the rest (none when they reach it); a --plan is resolved against the "
+    "smaller model instead (it must not name the layers taken out).",
 )
 _RECALIBRATE_BN = flags.DEFINE_bool(
     "recalibrate_bn",
@@ -627,10 +628,10 @@ def remove_blocks(run, model, dense_flops):
     from keras_admm.compaction.zero_branches import remove_zero_branches
 
     count = _REMOVE_BLOCKS.value
-    if _PLAN.value or targeted():
+    if targeted():
         raise ValueError(
-            "--remove_blocks counts its MACs into --flops_reduction plans only; "
-            "drop --plan / --target_speedup / --target_latency_ms, or the flag."
+            "--remove_blocks counts its MACs into --flops_reduction and --plan "
+            "plans only; drop --target_speedup / --target_latency_ms, or the flag."
         )
     d = run.data
     if d.x_val is None or not len(d.x_val):
@@ -706,7 +707,17 @@ def stage_prune(run, model):
     if _REMOVE_BLOCKS.value:
         model = remove_blocks(run, model, dense_flops)
     if _PLAN.value:
-        plan = load_plan(run, model, _PLAN.value)
+        try:
+            plan = load_plan(run, model, _PLAN.value)
+        except ValueError as error:
+            if not _REMOVE_BLOCKS.value:
+                raise
+            raise ValueError(
+                f"--plan {_PLAN.value}: {error} It is resolved against the model "
+                f"after --remove_blocks {_REMOVE_BLOCKS.value} took out the "
+                f"branches of {run.report['blocks']['removed']}; name only layers "
+                "that are left."
+            ) from error
         level = None
     elif targeted():
         plan = plan_for_speed(run, model)

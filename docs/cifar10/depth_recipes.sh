@@ -11,11 +11,15 @@
 # DENSE picks the dense model, SEED the data order, OUT the folder, LEVELS the runs,
 # EPOCHS the budget (default 30: 2x retrains EPOCHS, 3x prunes 10 and retrains
 # EPOCHS-10; a budget other than 30 adds _epN to the folder name);
+# PLAN a plan JSON to prune the smaller model to instead of a MAC level (one run,
+# the 3x schedule; LEVELS is then ignored and the folder is named after the file);
 # RESUME=1 continues cut-off runs. Examples:
 #   docs/cifar10/depth_recipes.sh                       # from the 30-epoch dense model
 #   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
 #   EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh    # 2x with 60 masked epochs
 #   BLOCKS=4 LEVELS=2 docs/cifar10/depth_recipes.sh     # 2x: 4 branches out + filters
+#   BLOCKS=4 EPOCHS=60 PLAN=docs/cifar10/plans/2x_inner48.json \
+#       docs/cifar10/depth_recipes.sh                   # 4 out + s3 inner convs 48
 #   DENSE=docs/cifar10/models/resnet20_dense164.keras TAG=_dense164 \
 #       docs/cifar10/depth_recipes.sh
 set -euo pipefail
@@ -37,6 +41,18 @@ if ! [[ $BLOCKS =~ ^[1-8]$ ]]; then
   echo "BLOCKS: 1 to 8 residual branches, not '$BLOCKS'" >&2; exit 2
 fi
 RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
+PLAN=${PLAN:-}
+if [ -n "$PLAN" ]; then
+  [ -f "$PLAN" ] || { echo "PLAN: no such file '$PLAN'" >&2; exit 2; }
+  name=$(basename "$PLAN" .json)
+  $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
+      --method gradual --plan "$PLAN" --remove_blocks "$BLOCKS" \
+      --prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs $((EPOCHS - 10)) \
+      --retrain_learning_rate 0.05 --seed "$SEED" \
+      --output_dir "$OUT/resnet20_depth_${name}_minus${BLOCKS}blocks_seed$SEED$TAG" $RESUME_FLAG
+  echo EXIT
+  exit 0
+fi
 for level in $LEVELS; do
   case $level in
     2|3) ;;

@@ -190,6 +190,61 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
     assert "written with settings {'from_scratch': True}" in resumed.stderr
 
 
+@needs_cifar10
+def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
+    """--plan with --remove_blocks: the plan is resolved against the model the
+    branches left (here it cuts the stage-1 stream, 16 -> 12 channels); a plan
+    naming a layer of a removed branch is refused, naming it, before training."""
+    plan = tmp_path / "stem.json"
+    plan.write_text(json.dumps({"rules": [{"name": "conv1", "sparsity": "filter:0.25"}]}))
+    result = subprocess.run(
+        smoke_command(
+            tmp_path / "ok",
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=prune,retrain,compact",
+            "--method=one_shot_l1",
+            "--prune_epochs=0",
+            "--remove_blocks=2",
+            f"--plan={plan}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "ok" / "report.json") as f:
+        report = json.load(f)
+    assert len(report["blocks"]["removed"]) == 2
+    widths = report["compact"]["widths"]
+    assert widths["conv1"] == 12 and widths["s2b0_conv1"] == 32
+    assert (tmp_path / "ok" / "resnet20_one_shot_l1_stem_minus2blocks.keras").exists()
+
+    every_branch = tmp_path / "every_branch.json"
+    rules = [
+        {"name": f"s{stage}b{block}_conv1", "sparsity": "filter:0.25"}
+        for stage in (1, 2, 3)
+        for block in (0, 1, 2)
+    ]
+    every_branch.write_text(json.dumps({"rules": rules}))
+    refused = subprocess.run(
+        smoke_command(
+            tmp_path / "refused",
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=prune",
+            "--method=one_shot_l1",
+            "--remove_blocks=2",
+            f"--plan={every_branch}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert refused.returncode != 0
+    assert "after --remove_blocks 2 took out the branches of" in refused.stderr
+    assert "which is not in model" in refused.stderr
+    assert not (tmp_path / "refused" / "pruned.keras").exists()
+
+
 def test_cifar10_retrain_from_scratch_needs_the_retrain_stage(tmp_path):
     """The control flag without a retrain stage is refused before any work."""
     result = subprocess.run(

@@ -196,7 +196,9 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
     branches left (here it cuts the stage-1 stream, 16 -> 12 channels); a plan
     naming a layer of a removed branch is refused, naming it, before training."""
     plan = tmp_path / "stem.json"
-    plan.write_text(json.dumps({"rules": [{"name": "conv1", "sparsity": "filter:0.25"}]}))
+    plan.write_text(
+        json.dumps({"rules": [{"name": "conv1", "sparsity": "filter:0.25"}]})
+    )
     result = subprocess.run(
         smoke_command(
             tmp_path / "ok",

@@ -599,18 +599,41 @@ def plan_for_speed(run, model):
     return plan
 
 
-def load_plan(run, model, path):
-    """The plan of --plan, resolved against the model; a TargetPlan's
-    prediction goes into the report (the profile stage measures it)."""
+def read_plan(path):
+    """The unresolved plan of --plan: a PruningPlan, or a TargetPlan (which has
+    a speed prediction). Read before any work, so a bad file fails first."""
     import keras_admm
 
     with open(path) as f:
         data = json.load(f)
-    if "prediction" in data:
-        plan = keras_admm.TargetPlan.from_dict(data)
+    if not isinstance(data, dict) or "prediction" not in data:
+        return keras_admm.PruningPlan.from_dict(data)  # explains a bad file
+    if _REMOVE_BLOCKS.value:
+        raise ValueError(
+            f"--plan {path} is a speed-target plan, predicted for the model with "
+            "all its residual branches; --remove_blocks would prune a different "
+            "model. Drop --remove_blocks, or give a plan without a prediction."
+        )
+    return keras_admm.TargetPlan.from_dict(data)
+
+
+def resolve_plan(run, model, plan):
+    """`plan` resolved against `model`; a TargetPlan's prediction goes into the
+    report (the profile stage measures it)."""
+    import keras_admm
+
+    if _REMOVE_BLOCKS.value:
+        try:
+            return plan.resolve(model)
+        except ValueError as error:
+            raise ValueError(
+                f"--plan {_PLAN.value}: {error} It is resolved against the model "
+                f"after --remove_blocks {_REMOVE_BLOCKS.value} took out the "
+                f"branches of {run.report['blocks']['removed']}; name only layers "
+                "that are left."
+            ) from error
+    if isinstance(plan, keras_admm.TargetPlan):
         run.report["target"] = dict(plan.prediction)
-    else:
-        plan = keras_admm.PruningPlan.from_dict(data)
     return plan.resolve(model)
 
 
@@ -630,8 +653,9 @@ def remove_blocks(run, model, dense_flops):
     count = _REMOVE_BLOCKS.value
     if targeted():
         raise ValueError(
-            "--remove_blocks counts its MACs into --flops_reduction and --plan "
-            "plans only; drop --target_speedup / --target_latency_ms, or the flag."
+            "--remove_blocks works with --flops_reduction (which counts the "
+            "branches' MACs) or --plan (resolved against the smaller model); "
+            "drop --target_speedup / --target_latency_ms, or the flag."
         )
     d = run.data
     if d.x_val is None or not len(d.x_val):
@@ -704,20 +728,11 @@ def stage_prune(run, model):
 
     level = _FLOPS_REDUCTION.value
     dense_flops = _flops(model)
+    unresolved = read_plan(_PLAN.value) if _PLAN.value else None
     if _REMOVE_BLOCKS.value:
         model = remove_blocks(run, model, dense_flops)
-    if _PLAN.value:
-        try:
-            plan = load_plan(run, model, _PLAN.value)
-        except ValueError as error:
-            if not _REMOVE_BLOCKS.value:
-                raise
-            raise ValueError(
-                f"--plan {_PLAN.value}: {error} It is resolved against the model "
-                f"after --remove_blocks {_REMOVE_BLOCKS.value} took out the "
-                f"branches of {run.report['blocks']['removed']}; name only layers "
-                "that are left."
-            ) from error
+    if unresolved is not None:
+        plan = resolve_plan(run, model, unresolved)
         level = None
     elif targeted():
         plan = plan_for_speed(run, model)

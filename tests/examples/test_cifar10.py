@@ -218,7 +218,7 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
         report = json.load(f)
     assert len(report["blocks"]["removed"]) == 2
     widths = report["compact"]["widths"]
-    assert widths["conv1"] == 12 and widths["s2b0_conv1"] == 32
+    assert widths["conv1"] == 12 and widths["s2b0_proj"] == 32  # never removed
     assert (tmp_path / "ok" / "resnet20_one_shot_l1_stem_minus2blocks.keras").exists()
 
     every_branch = tmp_path / "every_branch.json"

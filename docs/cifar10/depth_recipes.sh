@@ -18,6 +18,7 @@
 #   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
 #   EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh    # 2x with 60 masked epochs
 #   BLOCKS=4 LEVELS=2 docs/cifar10/depth_recipes.sh     # 2x: 4 branches out + filters
+#   BLOCKS=4 EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh   # the same, 10 + 50 epochs
 #   BLOCKS=4 EPOCHS=60 PLAN=docs/cifar10/plans/2x_inner48.json \
 #       docs/cifar10/depth_recipes.sh                   # 4 out + s3 inner convs 48
 #   DENSE=docs/cifar10/models/resnet20_dense164.keras TAG=_dense164 \

@@ -3,10 +3,12 @@ against latency measured on ONNX Runtime and TF (batch 32).
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
-epochs; blocks.json marks a depth-pruned run), and
-docs/cifar10/depth_fold25/run{1,2}/profile.json (two interleaved timing runs of
-seven BatchNorm-folded models on an idle machine). Writes accuracy_vs_macs.png
-and accuracy_vs_latency.png here.
+epochs; blocks.json marks a depth-pruned run), and the profile.json of two
+pairs of interleaved timing runs of BatchNorm-folded models on an idle machine:
+docs/cifar10/depth_fold25/run{1,2} (session 25) and docs/cifar10/fold_2x/run{3,4}
+(session 30). Latency is plotted as the speedup over the folded dense model of
+the same run, so that runs of different sessions share one axis. Writes
+accuracy_vs_macs.png and accuracy_vs_latency.png here.
 
     .venv/bin/python docs/cifar10/plot_accuracy.py
 """
@@ -40,22 +42,32 @@ COLORS = {
     "planned for speed": "tab:red",
     "dense": "black",
 }
-# Models of the timing runs -> the run folders whose accuracy they carry. The
-# 12- and 30-epoch channel-pruned models have the same widths, and the 30- and
-# 60-epoch depth-pruned ones the same layers, so one timing serves both budgets.
-TIMED = {
-    "dense": ["resnet20_dense"],
-    "gradual_2x": ["resnet20_gradual_2x", "budget30/gradual_2x"],
-    "gradual_3x": ["resnet20_gradual_3x", "budget30/gradual_3x"],
-    "depth_2x": ["resnet20_gradual_2x_minus5blocks"],
-    "depth_3x": ["resnet20_gradual_3x_minus6blocks"],
-    "depth_2x_30ep": [
-        "budget30/depth_2x_minus5blocks_lr005",
-        "budget30/depth_2x_minus5blocks_lr005_ep60",  # the same layers, 60 epochs
-    ],
-    "mix_3x_30ep": ["budget30/mix_3x_minus5blocks_lr005"],
-}
-TIMING_RUNS = ("depth_fold25/run1", "depth_fold25/run2")
+# Pairs of timing runs, and in each, models -> the run folders whose accuracy
+# they carry (the 12- and 30-epoch channel-pruned models have the same widths,
+# so one timing serves both budgets). Each folder is drawn from one pair.
+TIMINGS = [
+    (
+        ("depth_fold25/run1", "depth_fold25/run2"),
+        {
+            "dense": ["resnet20_dense"],
+            "gradual_2x": ["resnet20_gradual_2x", "budget30/gradual_2x"],
+            "gradual_3x": ["resnet20_gradual_3x", "budget30/gradual_3x"],
+            "depth_2x": ["resnet20_gradual_2x_minus5blocks"],
+            "depth_3x": ["resnet20_gradual_3x_minus6blocks"],
+            "depth_2x_30ep": ["budget30/depth_2x_minus5blocks_lr005"],
+            "mix_3x_30ep": ["budget30/mix_3x_minus5blocks_lr005"],
+        },
+    ),
+    (
+        ("fold_2x/run3", "fold_2x/run4"),
+        {
+            "out5_60ep": ["budget30/depth_2x_minus5blocks_lr005_ep60"],
+            "out4_filters_30ep": ["budget30/depth_2x_minus4blocks_lr005"],
+            "out4_filters_60ep": ["budget30/depth_2x_minus4blocks_lr005_ep60"],
+            "out4_inner48_60ep": ["budget30/depth_2x_inner48_minus4blocks_lr005_ep60"],
+        },
+    ),
+]
 
 
 def _load(folder):
@@ -168,14 +180,14 @@ def plot_macs(rows, path):
     plt.close(fig)
 
 
-def _latencies(engine):
-    """{model: [median ms of each timing run]} at batch 32."""
+def _speedups(runs, engine):
+    """{model: [speedup over the dense model of each timing run]} at batch 32."""
     found = {}
-    for run in TIMING_RUNS:
+    for run in runs:
         with open(os.path.join(HERE, run, "profile.json")) as f:
             for r in json.load(f)["results"]:
                 if r["batch_size"] == 32 and r["engine"] == engine:
-                    found.setdefault(r["model"], []).append(r["median_ms"])
+                    found.setdefault(r["model"], []).append(r["speedup"])
     return found
 
 
@@ -185,21 +197,24 @@ def plot_latency(rows, path):
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     for ax, engine in zip(axes, ("onnxruntime", "tf")):
-        latencies = _latencies(engine)
-        for model, folders in TIMED.items():
-            low, high = min(latencies[model]), max(latencies[model])
-            for folder in folders:
-                kind, epochs, accuracy = by_folder[folder]
-                # A bar from the faster to the slower of the two timing runs.
-                ax.plot([low, high], [accuracy, accuracy], color=COLORS[kind], lw=1)
-                _scatter(ax, (low + high) / 2, accuracy, kind, epochs)
-        ax.set_xlabel(f"median latency, {engine}, batch 32, BatchNorm folded (ms)")
+        for runs, timed in TIMINGS:
+            speedups = _speedups(runs, engine)
+            for model, folders in timed.items():
+                low, high = min(speedups[model]), max(speedups[model])
+                for folder in folders:
+                    kind, epochs, accuracy = by_folder[folder]
+                    # A bar from the slower to the faster of the two timing runs.
+                    ax.plot([low, high], [accuracy, accuracy], color=COLORS[kind], lw=1)
+                    _scatter(ax, (low + high) / 2, accuracy, kind, epochs)
+        ax.set_xlabel(
+            f"speedup over the dense model, {engine}, batch 32, BatchNorm folded"
+        )
         ax.grid(alpha=0.3)
     _legend(axes[1])
     axes[0].set_ylabel("test accuracy, 10,000 images (%)")
     fig.suptitle(
-        "ResNet-20: accuracy against measured latency (2-core CPU, idle; "
-        "bars span two timing runs)"
+        "ResNet-20: accuracy against measured speedup (2-core CPU, idle; "
+        "bars span two timing runs of one session)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,5 +1,6 @@
 """Plots the ResNet-20 rows of docs/CIFAR10.md: test accuracy against MACs and
-against latency measured on ONNX Runtime and TF (batch 32).
+against the speedup over the dense model measured on ONNX Runtime and TF
+(batch 32).
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,

@@ -21,14 +21,14 @@ Arguments: OUT PLAN BLOCKS_JSON [NAME:MODEL ...], where MODEL is a file name in
 docs/cifar10/models without ".keras". It writes OUT/dense.keras,
 OUT/NAME.keras, OUT/branches_only.keras and OUT/plan.keras. The 3x plan:
 
-    .venv/bin/python docs/cifar10/plan_shapes.py /tmp/inner40 \
-        docs/cifar10/plans/3x_inner40.json \
-        docs/cifar10/budget30/mix_3x_minus5blocks_lr005/blocks.json \
+    .venv/bin/python docs/cifar10/plan_shapes.py /tmp/inner40 \\
+        docs/cifar10/plans/3x_inner40.json \\
+        docs/cifar10/budget30/mix_3x_minus5blocks_lr005/blocks.json \\
         mix3x:resnet20_mix30_3x_minus5blocks
-    .venv/bin/python tools/profile_models.py --baseline /tmp/inner40/dense.keras \
-        --models /tmp/inner40/branches_only.keras,/tmp/inner40/mix3x.keras,\
-/tmp/inner40/plan.keras --names dense,out5_only,mix3x,out5_inner40 \
-        --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 \
+    .venv/bin/python tools/profile_models.py --baseline /tmp/inner40/dense.keras \\
+        --models /tmp/inner40/branches_only.keras,/tmp/inner40/mix3x.keras,\\
+/tmp/inner40/plan.keras --names dense,out5_only,mix3x,out5_inner40 \\
+        --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 \\
         --min_time_s 3 --output_dir docs/cifar10/inner40_shapes
 """
 

@@ -45,18 +45,12 @@ RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
 PLAN=${PLAN:-}
 if [ -n "$PLAN" ]; then
   [ -f "$PLAN" ] || { echo "PLAN: no such file '$PLAN'" >&2; exit 2; }
-  name=$(basename "$PLAN" .json)
-  $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
-      --method gradual --plan "$PLAN" --remove_blocks "$BLOCKS" \
-      --prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs $((EPOCHS - 10)) \
-      --retrain_learning_rate 0.05 --seed "$SEED" \
-      --output_dir "$OUT/resnet20_depth_${name}_minus${BLOCKS}blocks_seed$SEED$TAG" $RESUME_FLAG
-  echo EXIT
-  exit 0
+  LEVELS=plan
 fi
 for level in $LEVELS; do
   case $level in
-    2|3) ;;
+    2|3) target=(--sparsity filter --flops_reduction "$level"); name=${level}x ;;
+    plan) target=(--plan "$PLAN"); name=$(basename "$PLAN" .json) ;;
     *) echo "LEVELS: 2 or 3, not '$level'" >&2; exit 2 ;;
   esac
   if [ "$level" = 2 ] && [ "$BLOCKS" -ge 5 ]; then   # the branches alone reach 2x
@@ -65,8 +59,8 @@ for level in $LEVELS; do
     schedule=(--prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs $((EPOCHS - 10)))
   fi
   $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
-      --method gradual --sparsity filter --flops_reduction "$level" --remove_blocks "$BLOCKS" \
+      --method gradual "${target[@]}" --remove_blocks "$BLOCKS" \
       "${schedule[@]}" --retrain_learning_rate 0.05 --seed "$SEED" \
-      --output_dir "$OUT/resnet20_depth_${level}x_minus${BLOCKS}blocks_seed$SEED$TAG" $RESUME_FLAG
+      --output_dir "$OUT/resnet20_depth_${name}_minus${BLOCKS}blocks_seed$SEED$TAG" $RESUME_FLAG
 done
 echo EXIT

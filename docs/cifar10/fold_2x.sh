@@ -9,28 +9,12 @@
 # under load are wrong. OUT sets the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=.venv/bin/python
 F=${OUT:-runs/cifar10/fold_2x}
 M=docs/cifar10/models
-mkdir -p "$F/convert"
-names=dense
-models=
-for pair in dense:$M/resnet20_dense.keras \
-            gradual_2x:$M/resnet20_gradual_2x.keras \
-            out5_30ep:$M/resnet20_depth30_2x_minus5blocks.keras \
-            out5_60ep:$M/resnet20_depth60_2x_minus5blocks.keras \
-            out4_filters_30ep:$M/resnet20_depth30_2x_minus4blocks.keras \
-            out4_filters_60ep:$M/resnet20_depth60_2x_minus4blocks.keras \
-            out4_inner48_60ep:$M/resnet20_depth60_2x_inner48.keras; do
-  name=${pair%%:*}; model=${pair#*:}
-  $PY tools/convert.py --model "$model" --output_dir "$F/convert/$name" \
-      --formats keras --fold_batchnorm
-  if [ "$name" != dense ]; then
-    names="$names,$name"
-    models="${models:+$models,}$F/convert/$name/model.keras"
-  fi
-done
-$PY tools/profile_models.py --baseline "$F/convert/dense/model.keras" \
-  --models "$models" --names "$names" \
-  --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 --min_time_s 3 \
-  --output_dir "$F"
+OUT=$F docs/cifar10/fold_time.sh dense:$M/resnet20_dense.keras \
+    gradual_2x:$M/resnet20_gradual_2x.keras \
+    out5_30ep:$M/resnet20_depth30_2x_minus5blocks.keras \
+    out5_60ep:$M/resnet20_depth60_2x_minus5blocks.keras \
+    out4_filters_30ep:$M/resnet20_depth30_2x_minus4blocks.keras \
+    out4_filters_60ep:$M/resnet20_depth60_2x_minus4blocks.keras \
+    out4_inner48_60ep:$M/resnet20_depth60_2x_inner48.keras

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Folded side-by-side timing of ResNet-20 models: each NAME:MODEL.keras is
+# converted with BatchNorm folded into the convolutions, then all are timed
+# against the first (the baseline, usually the dense model) on TF and ONNX
+# Runtime, batch 1 and 32. Run alone on an idle machine: timings under load are
+# wrong. OUT sets the output folder (default runs/cifar10/fold).
+#   OUT=/tmp/t docs/cifar10/fold_time.sh dense:docs/cifar10/models/resnet20_dense.keras \
+#       depth_2x:docs/cifar10/models/resnet20_depth60_2x_minus5blocks.keras
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ $# -lt 2 ]; then
+  echo "usage: fold_time.sh BASELINE_NAME:MODEL NAME:MODEL [NAME:MODEL ...]" >&2; exit 2
+fi
+PY=.venv/bin/python
+F=${OUT:-runs/cifar10/fold}
+mkdir -p "$F/convert"
+names=
+models=
+for pair in "$@"; do
+  name=${pair%%:*}; model=${pair#*:}
+  if [ "$name" = "$pair" ] || [ ! -f "$model" ]; then
+    echo "fold_time.sh: '$pair' is not NAME:MODEL with an existing .keras file" >&2; exit 2
+  fi
+  $PY tools/convert.py --model "$model" --output_dir "$F/convert/$name" \
+      --formats keras --fold_batchnorm
+  if [ -z "$names" ]; then
+    baseline=$F/convert/$name/model.keras
+  else
+    models="${models:+$models,}$F/convert/$name/model.keras"
+  fi
+  names="${names:+$names,}$name"
+done
+$PY tools/profile_models.py --baseline "$baseline" --models "$models" --names "$names" \
+  --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 --min_time_s 3 \
+  --output_dir "$F"

@@ -3,7 +3,8 @@
 # converted with BatchNorm folded into the convolutions, then all are timed
 # against the first (the baseline, usually the dense model) on TF and ONNX
 # Runtime, batch 1 and 32. Run alone on an idle machine: timings under load are
-# wrong. OUT sets the output folder (default runs/cifar10/fold).
+# wrong. OUT sets the output folder (default runs/cifar10/fold). Paths, OUT's
+# too, are relative to the repository root.
 #   OUT=/tmp/t docs/cifar10/fold_time.sh dense:docs/cifar10/models/resnet20_dense.keras \
 #       depth_2x:docs/cifar10/models/resnet20_depth60_2x_minus5blocks.keras
 set -euo pipefail
@@ -14,13 +15,21 @@ fi
 PY=.venv/bin/python
 F=${OUT:-runs/cifar10/fold}
 mkdir -p "$F/convert"
+seen=,
+for pair in "$@"; do   # check every pair before converting any
+  name=${pair%%:*}; model=${pair#*:}
+  if [ -z "$name" ] || [ "$name" = "$pair" ] || [[ $name == *,* ]] || [ ! -f "$model" ]; then
+    echo "fold_time.sh: '$pair' is not NAME:MODEL (a name without commas, then an existing model file)" >&2; exit 2
+  fi
+  if [[ $seen == *",$name,"* ]]; then
+    echo "fold_time.sh: the name '$name' is given twice" >&2; exit 2
+  fi
+  seen="$seen$name,"
+done
 names=
 models=
 for pair in "$@"; do
   name=${pair%%:*}; model=${pair#*:}
-  if [ "$name" = "$pair" ] || [ ! -f "$model" ]; then
-    echo "fold_time.sh: '$pair' is not NAME:MODEL with an existing .keras file" >&2; exit 2
-  fi
   $PY tools/convert.py --model "$model" --output_dir "$F/convert/$name" \
       --formats keras --fold_batchnorm
   if [ -z "$names" ]; then

@@ -6,8 +6,9 @@ Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
 epochs; blocks.json marks a depth-pruned run), and the profile.json of two
 pairs of interleaved timing runs of BatchNorm-folded models on an idle machine:
-docs/cifar10/depth_fold25/run{1,2} (session 25) and docs/cifar10/fold_2x/run{3,4}
-(session 30). Latency is plotted as the speedup over the folded dense model of
+docs/cifar10/depth_fold25/run{1,2} (session 25), docs/cifar10/fold_2x/run{3,4}
+(session 30) and docs/cifar10/fold_2x/seed1_run{1,2} (session 31, a noisier
+machine). Latency is plotted as the speedup over the folded dense model of
 the same run, so that runs of different sessions share one axis. Writes
 accuracy_vs_macs.png and accuracy_vs_latency.png here.
 
@@ -66,6 +67,14 @@ TIMINGS = [
             "out4_filters_30ep": ["budget30/depth_2x_minus4blocks_lr005"],
             "out4_filters_60ep": ["budget30/depth_2x_minus4blocks_lr005_ep60"],
             "out4_inner48_60ep": ["budget30/depth_2x_inner48_minus4blocks_lr005_ep60"],
+        },
+    ),
+    (
+        ("fold_2x/seed1_run1", "fold_2x/seed1_run2"),
+        {
+            "inner48_seed1": [
+                "budget30/depth_2x_inner48_minus4blocks_lr005_ep60_seed1"
+            ],
         },
     ),
 ]

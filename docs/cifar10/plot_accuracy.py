@@ -4,8 +4,9 @@ against the speedup over the dense model measured on ONNX Runtime and TF
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
-epochs; blocks.json marks a depth-pruned run), and the profile.json of two
-pairs of interleaved timing runs of BatchNorm-folded models on an idle machine:
+epochs; blocks.json marks a depth-pruned run), and the profile.json of three
+pairs of interleaved timing runs of BatchNorm-folded models with nothing else
+running (the third on a slower, noisier machine):
 docs/cifar10/depth_fold25/run{1,2} (session 25), docs/cifar10/fold_2x/run{3,4}
 (session 30) and docs/cifar10/fold_2x/seed1_run{1,2} (session 31, a noisier
 machine). Latency is plotted as the speedup over the folded dense model of
@@ -223,8 +224,8 @@ def plot_latency(rows, path):
     _legend(axes[1])
     axes[0].set_ylabel("test accuracy, 10,000 images (%)")
     fig.suptitle(
-        "ResNet-20: accuracy against measured speedup (2-core CPU, idle; "
-        "bars span two timing runs of one session)"
+        "ResNet-20: accuracy against measured speedup (2-core CPU, nothing else "
+        "running; bars span two timing runs of one session)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -4,12 +4,13 @@ against the speedup over the dense model measured on ONNX Runtime and TF
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
-epochs; blocks.json marks a depth-pruned run), and the profile.json of three
+epochs; blocks.json marks a depth-pruned run), and the profile.json of four
 pairs of interleaved timing runs of BatchNorm-folded models with nothing else
-running (the third on a slower, noisier machine):
+running (the last two on a slower, noisier machine):
 docs/cifar10/depth_fold25/run{1,2} (session 25), docs/cifar10/fold_2x/run{3,4}
-(session 30) and docs/cifar10/fold_2x/seed1_run{1,2} (session 31, a noisier
-machine). Latency is plotted as the speedup over the folded dense model of
+(session 30), docs/cifar10/fold_2x/seed1_run{1,2} and
+docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine). Latency
+is plotted as the speedup over the folded dense model of
 the same run, so that runs of different sessions share one axis. Writes
 accuracy_vs_macs.png and accuracy_vs_latency.png here.
 
@@ -76,6 +77,13 @@ TIMINGS = [
             "inner48_seed1": [
                 "budget30/depth_2x_inner48_minus4blocks_lr005_ep60_seed1"
             ],
+        },
+    ),
+    (
+        ("fold_3x/run1", "fold_3x/run2"),
+        {
+            "mix3x_60ep": ["budget30/mix_3x_minus5blocks_lr005_ep60"],
+            "inner16_32_3x": ["budget30/depth_3x_inner16_32_minus4blocks_lr005_ep60"],
         },
     ),
 ]

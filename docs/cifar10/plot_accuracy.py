@@ -6,12 +6,11 @@ Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
 epochs; blocks.json marks a depth-pruned run), and the profile.json of four
 pairs of interleaved timing runs of BatchNorm-folded models with nothing else
-running (the last two on a slower, noisier machine):
-docs/cifar10/depth_fold25/run{1,2} (session 25), docs/cifar10/fold_2x/run{3,4}
-(session 30), docs/cifar10/fold_2x/seed1_run{1,2} and
-docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine). Latency
-is plotted as the speedup over the folded dense model of
-the same run, so that runs of different sessions share one axis. Writes
+running: docs/cifar10/depth_fold25/run{1,2} (session 25),
+docs/cifar10/fold_2x/run{3,4} (session 30), docs/cifar10/fold_2x/seed1_run{1,2}
+and docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine).
+Latency is plotted as the speedup over the folded dense model of the same run,
+so that runs of different sessions share one axis. Writes
 accuracy_vs_macs.png and accuracy_vs_latency.png here.
 
     .venv/bin/python docs/cifar10/plot_accuracy.py

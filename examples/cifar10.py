@@ -12,8 +12,9 @@ earlier invocation left in --output_dir):
             one_shot_l2 (prune at once, masked training), for --prune_epochs,
             towards a plan that cuts the multiply-accumulates (MACs) by
             --flops_reduction (with --remove_blocks K, the K cheapest residual
-            branches are taken out of the model first, and counted); then the
-            hard prune -> pruned.keras
+            branches are taken out of the model first, and counted; with
+            --remove_branches, the named ones); then the hard prune
+            -> pruned.keras
   retrain   --retrain_epochs of masked training, cosine learning rate
             -> retrained.keras
   compact   keras_admm.compact: the smaller dense model, checked against the
@@ -166,6 +167,14 @@ _REMOVE_BLOCKS = flags.DEFINE_integer(
     "the rest (none when they reach it); a --plan is resolved against the "
     "smaller model instead (it must not name the layers taken out).",
 )
+_REMOVE_BRANCHES = flags.DEFINE_list(
+    "remove_branches",
+    [],
+    "Depth pruning by name, in place of --remove_blocks: take out the residual "
+    "branches feeding these Adds (e.g. s1b0_add,s1b1_add,s1b2_add: all of stage "
+    "1), whatever their validation cost; everything else as --remove_blocks "
+    "(the report still ranks every branch on the validation split).",
+)
 _RECALIBRATE_BN = flags.DEFINE_bool(
     "recalibrate_bn",
     False,
@@ -227,6 +236,17 @@ flags.register_multi_flags_validator(
     ["rho", "rho_max"],
     lambda v: v["rho_max"] is None or v["rho_max"] >= v["rho"],
     "--rho_max must be >= --rho (leave it unset for the larger of 1 and --rho)",
+)
+flags.register_multi_flags_validator(
+    ["remove_blocks", "remove_branches"],
+    lambda v: not (v["remove_blocks"] and v["remove_branches"]),
+    "Give --remove_blocks (how many, the cheapest on the validation split) or "
+    "--remove_branches (which, by name), not both.",
+)
+flags.register_validator(
+    "remove_branches",
+    lambda v: len(set(v)) == len(v),
+    "--remove_branches names a branch twice; give each Add once.",
 )
 flags.register_validator(
     "flops_reduction", lambda v: v > 1, "--flops_reduction must be > 1 (e.g. 2)"
@@ -514,7 +534,7 @@ def plan_for_macs(model, kind, level, dense_flops=None):
     """A plan whose compact model has `dense_flops` / `level` MACs or fewer.
 
     `dense_flops` defaults to the MACs of `model` (it is the unpruned model's
-    when --remove_blocks has already taken branches out).
+    when --remove_blocks / --remove_branches has already taken branches out).
 
     Filter / channel: one ratio for every conv layer, cut group-aware (a
     residual stream loses the same channels in every block), the smallest
@@ -533,7 +553,8 @@ def plan_for_macs(model, kind, level, dense_flops=None):
             raise ValueError(
                 f"--flops_reduction {level}: the removed residual branches cut "
                 f"the MACs by {level / level_here:.2f}x already, leaving nothing "
-                f"for a {kind} plan. Lower --remove_blocks or raise the target."
+                f"for a {kind} plan. Take fewer out ({depth_flag()}) or raise the "
+                "target."
             )
         return keras_admm.plan_for_flops_reduction(model, kind, level_here).plan
     convs = [
@@ -599,6 +620,14 @@ def plan_for_speed(run, model):
     return plan
 
 
+def depth_flag():
+    """The depth-pruning flag as given ('--remove_blocks 4',
+    '--remove_branches s1b0_add,s1b1_add'), or '' without one."""
+    if _REMOVE_BRANCHES.value:
+        return "--remove_branches " + ",".join(_REMOVE_BRANCHES.value)
+    return f"--remove_blocks {_REMOVE_BLOCKS.value}" if _REMOVE_BLOCKS.value else ""
+
+
 def read_plan(path):
     """The unresolved plan of --plan: a PruningPlan, or a TargetPlan (which has
     a speed prediction). Read before any work, so a bad file fails first."""
@@ -608,11 +637,12 @@ def read_plan(path):
         data = json.load(f)
     if not isinstance(data, dict) or "prediction" not in data:
         return keras_admm.PruningPlan.from_dict(data)  # explains a bad file
-    if _REMOVE_BLOCKS.value:
+    if depth_flag():
+        flag = depth_flag().split()[0]
         raise ValueError(
             f"--plan {path} is a speed-target plan, predicted for the model with "
-            "all its residual branches; --remove_blocks would prune a different "
-            "model. Drop --remove_blocks, or give a plan without a prediction."
+            f"all its residual branches; {flag} would prune a different "
+            f"model. Drop {flag}, or give a plan without a prediction."
         )
     return keras_admm.TargetPlan.from_dict(data)
 
@@ -622,13 +652,13 @@ def resolve_plan(run, model, plan):
     report (the profile stage measures it)."""
     import keras_admm
 
-    if _REMOVE_BLOCKS.value:
+    if depth_flag():
         try:
             return plan.resolve(model)
         except ValueError as error:
             raise ValueError(
                 f"--plan {_PLAN.value}: {error} It is resolved against the model "
-                f"after --remove_blocks {_REMOVE_BLOCKS.value} took out the "
+                f"after {depth_flag()} took out the "
                 f"branches of {run.report['blocks']['removed']}; name only layers "
                 "that are left."
             ) from error
@@ -639,7 +669,8 @@ def resolve_plan(run, model, plan):
 
 # ------------------------------------------------------------------- prune
 def remove_blocks(run, model, dense_flops):
-    """The model without its --remove_blocks cheapest residual branches.
+    """The model without the residual branches of --remove_blocks (the
+    cheapest) or --remove_branches (named).
 
     Ranked by the validation loss with each branch alone zeroed (1,024
     validation images; the test images are never used). The chosen branches
@@ -650,40 +681,50 @@ def remove_blocks(run, model, dense_flops):
     import keras_admm
     from keras_admm.compaction.zero_branches import remove_zero_branches
 
-    count = _REMOVE_BLOCKS.value
+    flag = depth_flag().split()[0]
     if targeted():
         raise ValueError(
-            "--remove_blocks works with --flops_reduction (which counts the "
+            f"{flag} works with --flops_reduction (which counts the "
             "branches' MACs) or --plan (resolved against the smaller model); "
             "drop --target_speedup / --target_latency_ms, or the flag."
+        )
+    branches = {b.add: b for b in keras_admm.residual_branches(model)}
+    named = _REMOVE_BRANCHES.value
+    unknown = [name for name in named if name not in branches]
+    if unknown:  # before the ranking: a typo fails at once
+        raise ValueError(
+            f"--remove_branches: {unknown} are not Adds with a removable residual "
+            f"branch in {model.name}. Removable: {', '.join(sorted(branches))}."
         )
     d = run.data
     if d.x_val is None or not len(d.x_val):
         raise ValueError(
-            "--remove_blocks ranks the branches on the validation split, and "
+            f"{flag} ranks the branches on the validation split, and "
             "--validation_size is 0: give it some images (the default is 5000)."
         )
     ranked = keras_admm.branch_sensitivity(
         model, (d.x_val.astype("float32"), d.y_val), max_samples=1024
     )
+    count = _REMOVE_BLOCKS.value
     if count > len(ranked):
         raise ValueError(
             f"--remove_blocks {count}: {model.name} has {len(ranked)} removable "
             "residual branches."
         )
-    chosen = [branch.add for branch, _ in ranked[:count]]
+    chosen = list(named) if named else [branch.add for branch, _ in ranked[:count]]
     keras_admm.zero_branches(model, chosen)
     smaller, removed_layers = remove_zero_branches(model)
-    for branch, _ in ranked[:count]:
-        left = sorted(set(branch.layers) - set(removed_layers))
+    for add in chosen:
+        left = sorted(set(branches[add].layers) - set(removed_layers))
         if left:
             raise ValueError(
-                f"--remove_blocks: the branch of {branch.add} was zeroed but "
+                f"{flag}: the branch of {add} was zeroed but "
                 f"remove_zero_branches kept its layers {left}, so training would "
-                "bring it back. Lower --remove_blocks or leave it out."
+                f"bring it back. Leave {add} in (change {flag})."
             )
     blocks = {
         "removed": chosen,
+        "chosen_by": "name (--remove_branches)" if named else "validation loss",
         "removed_layers": removed_layers,
         "sensitivity": [
             {"add": b.add, "macs": b.macs, "validation_loss_increase": float(c)}
@@ -729,7 +770,7 @@ def stage_prune(run, model):
     level = _FLOPS_REDUCTION.value
     dense_flops = _flops(model)
     unresolved = read_plan(_PLAN.value) if _PLAN.value else None
-    if _REMOVE_BLOCKS.value:
+    if depth_flag():
         model = remove_blocks(run, model, dense_flops)
     if unresolved is not None:
         plan = resolve_plan(run, model, unresolved)
@@ -973,7 +1014,11 @@ def run_name():
         level = f"{_TARGET_LATENCY_MS.value:g}ms"
     else:
         level = f"{_FLOPS_REDUCTION.value:g}x"
-    blocks = f"_minus{_REMOVE_BLOCKS.value}blocks" if _REMOVE_BLOCKS.value else ""
+    if _REMOVE_BRANCHES.value:  # _minus_s1b0-s1b1
+        names = (name.removesuffix("_add") for name in _REMOVE_BRANCHES.value)
+        blocks = "_minus_" + "-".join(names)
+    else:
+        blocks = f"_minus{_REMOVE_BLOCKS.value}blocks" if _REMOVE_BLOCKS.value else ""
     return f"{_MODEL.value}_{_METHOD.value}_{level}{blocks}"
 
 

@@ -247,6 +247,76 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
     assert not (tmp_path / "refused" / "pruned.keras").exists()
 
 
+@needs_cifar10
+def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
+    """--remove_branches takes out the named branches, whatever their validation
+    cost; a name that is no removable branch is refused, listing those there are."""
+    result = subprocess.run(
+        smoke_command(
+            tmp_path / "ok",
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=prune,retrain,compact",
+            "--method=one_shot_l1",
+            "--prune_epochs=0",
+            "--remove_branches=s1b0_add,s3b2_add",
+            "--flops_reduction=1.5",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "ok" / "report.json") as f:
+        report = json.load(f)
+    blocks = report["blocks"]
+    assert blocks["removed"] == ["s1b0_add", "s3b2_add"]
+    assert blocks["chosen_by"] == "name (--remove_branches)"
+    assert len(blocks["sensitivity"]) == 9  # still ranked, for the report
+    assert report["compact"]["mac_reduction"] >= 1.5
+    small = keras.saving.load_model(
+        tmp_path / "ok" / "resnet20_one_shot_l1_1.5x_minus_s1b0-s3b2.keras"
+    )
+    names = {layer.name for layer in small.layers}
+    for prefix in ("s1b0", "s3b2"):
+        assert f"{prefix}_conv1" not in names and f"{prefix}_add" not in names
+    assert "s1b1_conv1" in names and "s3b1_conv1" in names
+
+    refused = subprocess.run(
+        smoke_command(
+            tmp_path / "refused",
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=prune",
+            "--method=one_shot_l1",
+            "--remove_branches=s1b0_add,s4b0_add",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert refused.returncode != 0
+    assert "--remove_branches: ['s4b0_add'] are not Adds" in refused.stderr
+    assert "s1b0_add, s1b1_add" in refused.stderr  # the removable ones, listed
+    assert not (tmp_path / "refused" / "pruned.keras").exists()
+
+
+def test_cifar10_remove_blocks_and_branches_are_exclusive(tmp_path):
+    """Both depth-pruning flags at once are refused before any work, as is a
+    branch named twice."""
+    for flags_given, message in (
+        (["--remove_blocks=2", "--remove_branches=s1b0_add"], "not both"),
+        (["--remove_branches=s1b0_add,s1b0_add"], "names a branch twice"),
+    ):
+        result = subprocess.run(
+            smoke_command(tmp_path, "--stages=prune", *flags_given),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / "report.json").exists()
+
+
 def test_cifar10_retrain_from_scratch_needs_the_retrain_stage(tmp_path):
     """The control flag without a retrain stage is refused before any work."""
     result = subprocess.run(

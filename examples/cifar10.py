@@ -165,7 +165,8 @@ _REMOVE_BLOCKS = flags.DEFINE_integer(
     "(keras_admm.branch_sensitivity); every --method then prunes and trains the "
     "smaller model. --flops_reduction counts them and filter pruning makes up "
     "the rest (none when they reach it); a --plan is resolved against the "
-    "smaller model instead (it must not name the layers taken out).",
+    "smaller model instead (it must not name the layers taken out). To choose "
+    "the branches yourself: --remove_branches.",
 )
 _REMOVE_BRANCHES = flags.DEFINE_list(
     "remove_branches",
@@ -173,7 +174,8 @@ _REMOVE_BRANCHES = flags.DEFINE_list(
     "Depth pruning by name, in place of --remove_blocks: take out the residual "
     "branches feeding these Adds (e.g. s1b0_add,s1b1_add,s1b2_add: all of stage "
     "1), whatever their validation cost; everything else as --remove_blocks "
-    "(the report still ranks every branch on the validation split).",
+    "(the report still ranks every branch on the validation split, when there "
+    "is one). Run names list them sorted (_minus_s1b0-s1b1-s1b2).",
 )
 _RECALIBRATE_BN = flags.DEFINE_bool(
     "recalibrate_bn",
@@ -694,33 +696,56 @@ def remove_blocks(run, model, dense_flops):
     if unknown:  # before the ranking: a typo fails at once
         raise ValueError(
             f"--remove_branches: {unknown} are not Adds with a removable residual "
-            f"branch in {model.name}. Removable: {', '.join(sorted(branches))}."
+            f"branch in {model.name}. Removable: "
+            f"{', '.join(sorted(branches)) or 'none'}."
         )
-    d = run.data
-    if d.x_val is None or not len(d.x_val):
-        raise ValueError(
-            f"{flag} ranks the branches on the validation split, and "
-            "--validation_size is 0: give it some images (the default is 5000)."
-        )
-    ranked = keras_admm.branch_sensitivity(
-        model, (d.x_val.astype("float32"), d.y_val), max_samples=1024
-    )
     count = _REMOVE_BLOCKS.value
-    if count > len(ranked):
+    if count > len(branches):
         raise ValueError(
-            f"--remove_blocks {count}: {model.name} has {len(ranked)} removable "
+            f"--remove_blocks {count}: {model.name} has {len(branches)} removable "
             "residual branches."
         )
+    d = run.data
+    has_validation = d.x_val is not None and len(d.x_val) > 0
+    if not named and not has_validation:
+        raise ValueError(
+            "--remove_blocks ranks the branches on the validation split, and "
+            "--validation_size is 0: give it some images (the default is 5000), "
+            "or name the branches with --remove_branches."
+        )
+    ranked = (  # by name: the ranking is only reported
+        keras_admm.branch_sensitivity(
+            model, (d.x_val.astype("float32"), d.y_val), max_samples=1024
+        )
+        if has_validation
+        else []
+    )
     chosen = list(named) if named else [branch.add for branch, _ in ranked[:count]]
+    path = run.path("blocks.json")
+    if _RESUME.value and os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)["removed"]
+        if sorted(earlier) != sorted(chosen):
+            raise ValueError(
+                f"--resume: {path} took out the branches of {earlier}, this run "
+                f"takes out {chosen}; resume with the same {flag}, or use another "
+                "--output_dir."
+            )
     keras_admm.zero_branches(model, chosen)
     smaller, removed_layers = remove_zero_branches(model)
     for add in chosen:
         left = sorted(set(branches[add].layers) - set(removed_layers))
         if left:
+            fix = (
+                f"Leave {add} out of --remove_branches."
+                if named
+                else "Lower --remove_blocks, or name the branches with "
+                f"--remove_branches, without {add}."
+            )
             raise ValueError(
                 f"{flag}: the branch of {add} was zeroed but "
                 f"remove_zero_branches kept its layers {left}, so training would "
-                f"bring it back. Leave {add} in (change {flag})."
+                f"bring it back. {fix}"
             )
     blocks = {
         "removed": chosen,
@@ -731,7 +756,7 @@ def remove_blocks(run, model, dense_flops):
             for b, c in ranked
         ],
     }
-    with open(run.path("blocks.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(blocks, f, indent=1)
     run.report["blocks"] = blocks
     print(
@@ -1015,7 +1040,7 @@ def run_name():
     else:
         level = f"{_FLOPS_REDUCTION.value:g}x"
     if _REMOVE_BRANCHES.value:  # _minus_s1b0-s1b1
-        names = (name.removesuffix("_add") for name in _REMOVE_BRANCHES.value)
+        names = sorted(name.removesuffix("_add") for name in _REMOVE_BRANCHES.value)
         blocks = "_minus_" + "-".join(names)
     else:
         blocks = f"_minus{_REMOVE_BLOCKS.value}blocks" if _REMOVE_BLOCKS.value else ""
@@ -1179,7 +1204,8 @@ def markdown(report):
         lines.append(f"| {name} | {' | '.join(cells)} | {flops or '-'} |")
     if report.get("blocks"):
         removed = ", ".join(report["blocks"]["removed"])
-        lines += ["", f"Residual branches removed: {removed}"]
+        chosen_by = report["blocks"].get("chosen_by", "validation loss")
+        lines += ["", f"Residual branches removed: {removed} (chosen by {chosen_by})"]
     if "compact" in report:
         lines += ["", f"MAC reduction: {report['compact']['mac_reduction']:.2f}x"]
     target = report.get("target")

@@ -250,7 +250,9 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
 @needs_cifar10
 def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
     """--remove_branches takes out the named branches, whatever their validation
-    cost; a name that is no removable branch is refused, listing those there are."""
+    cost, before the prune (the run's name lists them sorted); a name that is
+    no removable branch is refused, listing those there are, and so is resuming
+    the run with other branches."""
     result = subprocess.run(
         smoke_command(
             tmp_path / "ok",
@@ -258,7 +260,7 @@ def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
             "--stages=prune,retrain,compact",
             "--method=one_shot_l1",
             "--prune_epochs=0",
-            "--remove_branches=s1b0_add,s3b2_add",
+            "--remove_branches=s3b2_add,s1b0_add",
             "--flops_reduction=1.5",
         ),
         capture_output=True,
@@ -269,17 +271,40 @@ def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
     with open(tmp_path / "ok" / "report.json") as f:
         report = json.load(f)
     blocks = report["blocks"]
-    assert blocks["removed"] == ["s1b0_add", "s3b2_add"]
+    assert blocks["removed"] == ["s3b2_add", "s1b0_add"]
     assert blocks["chosen_by"] == "name (--remove_branches)"
     assert len(blocks["sensitivity"]) == 9  # still ranked, for the report
     assert report["compact"]["mac_reduction"] >= 1.5
+    pruned = keras.saving.load_model(tmp_path / "ok" / "pruned.keras")
     small = keras.saving.load_model(
         tmp_path / "ok" / "resnet20_one_shot_l1_1.5x_minus_s1b0-s3b2.keras"
     )
-    names = {layer.name for layer in small.layers}
-    for prefix in ("s1b0", "s3b2"):
-        assert f"{prefix}_conv1" not in names and f"{prefix}_add" not in names
-    assert "s1b1_conv1" in names and "s3b1_conv1" in names
+    for model in (pruned, small):  # trained without them, not just with zeros
+        names = {layer.name for layer in model.layers}
+        for prefix in ("s1b0", "s3b2"):
+            assert f"{prefix}_conv1" not in names and f"{prefix}_add" not in names
+        assert "s1b1_conv1" in names and "s3b1_conv1" in names
+    markdown = (tmp_path / "ok" / "report.md").read_text()
+    assert "s3b2_add, s1b0_add (chosen by name (--remove_branches))" in markdown
+
+    other = subprocess.run(
+        smoke_command(
+            tmp_path / "ok",
+            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+            "--stages=prune",
+            "--method=one_shot_l1",
+            "--prune_epochs=0",
+            "--remove_branches=s1b1_add,s3b2_add",
+            "--resume",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert other.returncode != 0
+    assert "took out the branches of ['s3b2_add', 's1b0_add']" in other.stderr
+    with open(tmp_path / "ok" / "blocks.json") as f:  # left as it was
+        assert json.load(f)["removed"] == ["s3b2_add", "s1b0_add"]
 
     refused = subprocess.run(
         smoke_command(

@@ -13,6 +13,8 @@
 # EPOCHS-10; a budget other than 30 adds _epN to the folder name);
 # PLAN a plan JSON to prune the smaller model to instead of a MAC level (one run,
 # the 3x schedule; LEVELS is then ignored and the folder is named after the file);
+# BRANCHES names the branches to take out instead (Adds, comma-separated, e.g.
+# s1b0_add,s1b1_add,s1b2_add; --remove_branches): BLOCKS is then their count;
 # RESUME=1 continues cut-off runs. Examples:
 #   docs/cifar10/depth_recipes.sh                       # from the 30-epoch dense model
 #   SEED=1 docs/cifar10/depth_recipes.sh                # second seed
@@ -21,6 +23,8 @@
 #   BLOCKS=4 EPOCHS=60 LEVELS=2 docs/cifar10/depth_recipes.sh   # the same, 10 + 50 epochs
 #   BLOCKS=4 EPOCHS=60 PLAN=docs/cifar10/plans/2x_inner48.json \
 #       docs/cifar10/depth_recipes.sh                   # 4 out + s3 inner convs 48
+#   BRANCHES=s1b0_add,s1b1_add,s1b2_add,s2b1_add,s2b2_add EPOCHS=60 \
+#       PLAN=docs/cifar10/plans/3x_s1out_s3in32.json docs/cifar10/depth_recipes.sh
 #   DENSE=docs/cifar10/models/resnet20_dense164.keras TAG=_dense164 \
 #       docs/cifar10/depth_recipes.sh
 set -euo pipefail
@@ -37,9 +41,26 @@ if ! [[ $EPOCHS =~ ^[0-9]+$ ]] || [ "$EPOCHS" -lt 11 ]; then
 fi
 EPOCHS=$((10#$EPOCHS))   # 030 is 30, not octal
 [ "$EPOCHS" = 30 ] || TAG="_ep$EPOCHS$TAG"
-BLOCKS=${BLOCKS:-5}
+BRANCHES=${BRANCHES:-}
+if [ -n "$BRANCHES" ]; then
+  if ! [[ $BRANCHES =~ ^[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*$ ]]; then
+    echo "BRANCHES: Add names separated by commas, not '$BRANCHES'" >&2; exit 2
+  fi
+  if [ -n "${BLOCKS:-}" ]; then
+    echo "Give BLOCKS (how many) or BRANCHES (which), not both" >&2; exit 2
+  fi
+  IFS=, read -ra names <<< "$BRANCHES"
+  BLOCKS=${#names[@]}
+  depth=(--remove_branches "$BRANCHES")
+  short=$(printf '%s\n' "${names[@]%_add}" | LC_ALL=C sort | paste -sd-)   # as the run's name
+  depth_name=minus_$short
+else
+  BLOCKS=${BLOCKS:-5}
+  depth=(--remove_blocks "$BLOCKS")
+  depth_name=minus${BLOCKS}blocks
+fi
 if ! [[ $BLOCKS =~ ^[1-8]$ ]]; then
-  echo "BLOCKS: 1 to 8 residual branches, not '$BLOCKS'" >&2; exit 2
+  echo "BLOCKS (or the names in BRANCHES): 1 to 8 residual branches, not '$BLOCKS'" >&2; exit 2
 fi
 RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || echo --noresume)
 PLAN=${PLAN:-}
@@ -59,8 +80,8 @@ for level in $LEVELS; do
     schedule=(--prune_epochs 10 --prune_learning_rate 0.05 --retrain_epochs $((EPOCHS - 10)))
   fi
   $PY examples/cifar10.py --stages prune,retrain,compact --dense_model "$DENSE" \
-      --method gradual "${target[@]}" --remove_blocks "$BLOCKS" \
+      --method gradual "${target[@]}" "${depth[@]}" \
       "${schedule[@]}" --retrain_learning_rate 0.05 --seed "$SEED" \
-      --output_dir "$OUT/resnet20_depth_${name}_minus${BLOCKS}blocks_seed$SEED$TAG" $RESUME_FLAG
+      --output_dir "$OUT/resnet20_depth_${name}_${depth_name}_seed$SEED$TAG" $RESUME_FLAG
 done
 echo EXIT

@@ -4,11 +4,12 @@ against the speedup over the dense model measured on ONNX Runtime and TF
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
-epochs; blocks.json marks a depth-pruned run), and the profile.json of four
+epochs; blocks.json marks a depth-pruned run), and the profile.json of five
 pairs of interleaved timing runs of BatchNorm-folded models with nothing else
 running: docs/cifar10/depth_fold25/run{1,2} (session 25),
 docs/cifar10/fold_2x/run{3,4} (session 30), docs/cifar10/fold_2x/seed1_run{1,2}
-and docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine).
+and docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine),
+docs/cifar10/fold_s1out/run{1,2} (session 32).
 Latency is plotted as the speedup over the folded dense model of the same run,
 so that runs of different sessions share one axis. Writes
 accuracy_vs_macs.png and accuracy_vs_latency.png here.
@@ -83,6 +84,15 @@ TIMINGS = [
         {
             "mix3x_60ep": ["budget30/mix_3x_minus5blocks_lr005_ep60"],
             "inner16_32_3x": ["budget30/depth_3x_inner16_32_minus4blocks_lr005_ep60"],
+        },
+    ),
+    (
+        ("fold_s1out/run1", "fold_s1out/run2"),
+        {
+            "inner16_32_seed1": [
+                "budget30/depth_3x_inner16_32_minus4blocks_lr005_ep60_seed1"
+            ],
+            "s1out_s3in32": ["budget30/depth_3x_s1out_s3in32_lr005_ep60"],
         },
     ),
 ]

@@ -7,8 +7,8 @@ docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
 epochs; blocks.json marks a depth-pruned run), and the profile.json of five
 pairs of interleaved timing runs of BatchNorm-folded models with nothing else
 running: docs/cifar10/depth_fold25/run{1,2} (session 25),
-docs/cifar10/fold_2x/run{3,4} (session 30), docs/cifar10/fold_2x/seed1_run{1,2}
-and docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine),
+docs/cifar10/fold_2x/run{3,4} (session 30), docs/cifar10/fold_2x/seed1_run{1,2},
+docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine) and
 docs/cifar10/fold_s1out/run{1,2} (session 32).
 Latency is plotted as the speedup over the folded dense model of the same run,
 so that runs of different sessions share one axis. Writes

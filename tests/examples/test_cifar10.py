@@ -29,18 +29,29 @@ def smoke_command(output_dir, *flags):
     ]
 
 
+def run_smoke(output_dir, *flags, timeout=900, env=None):
+    """smoke_command run to its end (env: None, this process's environment);
+    the finished process, its output captured."""
+    return subprocess.run(
+        smoke_command(output_dir, *flags),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke run of every stage (distilled retraining); its folder."""
     output_dir = tmp_path_factory.mktemp("cifar10_smoke")
-    command = smoke_command(
+    result = run_smoke(
         output_dir,
         "--method=admm",
         "--flops_reduction=2",
         "--recalibrate_bn",
         "--distill",
     )
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data: npz shards" in result.stdout
     return output_dir
@@ -85,7 +96,7 @@ def test_cifar10_smoke_runs_every_stage(smoke_run):
 def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
     """From the smoke run's dense model: plan, plain masked retraining, profile."""
     cache = tmp_path / "cache"
-    command = smoke_command(
+    result = run_smoke(
         tmp_path,
         f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
         "--stages=prune,retrain,compact,profile",
@@ -94,10 +105,7 @@ def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
         "--target_speedup=1.2",
         "--engines=onnxruntime",
         "--batch_sizes=32",
-    )
-    env = {**os.environ, "KERAS_ADMM_CACHE": str(cache)}
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=900, env=env
+        env={**os.environ, "KERAS_ADMM_CACHE": str(cache)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "report.json") as f:
@@ -122,7 +130,7 @@ def test_cifar10_smoke_plans_for_a_speed_target(smoke_run, tmp_path):
 def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
     """--remove_blocks: the cheapest branches leave the model before ADMM prunes it;
     --retrain_from_scratch then retrains that model from fresh random weights."""
-    command = smoke_command(
+    result = run_smoke(
         tmp_path,
         f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
         "--stages=prune,retrain,compact",
@@ -132,7 +140,6 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
         "--remove_blocks=2",
         "--flops_reduction=1.5",
     )
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "report.json") as f:
         report = json.load(f)
@@ -175,16 +182,11 @@ def test_cifar10_smoke_depth_pruning_removes_the_branches(smoke_run, tmp_path):
             cut += int((was == 0).sum())
     assert cut > 0
     # Resuming its retrain checkpoint without the flag would mix two runs: refused.
-    resumed = subprocess.run(
-        smoke_command(
-            tmp_path,
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=retrain",
-            "--resume",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    resumed = run_smoke(
+        tmp_path,
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=retrain",
+        "--resume",
     )
     assert resumed.returncode != 0
     assert "written with settings {'from_scratch': True}" in resumed.stderr
@@ -199,19 +201,14 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
     plan.write_text(
         json.dumps({"rules": [{"name": "conv1", "sparsity": "filter:0.25"}]})
     )
-    result = subprocess.run(
-        smoke_command(
-            tmp_path / "ok",
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=prune,retrain,compact",
-            "--method=one_shot_l1",
-            "--prune_epochs=0",
-            "--remove_blocks=2",
-            f"--plan={plan}",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = run_smoke(
+        tmp_path / "ok",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune,retrain,compact",
+        "--method=one_shot_l1",
+        "--prune_epochs=0",
+        "--remove_blocks=2",
+        f"--plan={plan}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "ok" / "report.json") as f:
@@ -228,18 +225,13 @@ def test_cifar10_smoke_plan_after_depth_pruning(smoke_run, tmp_path):
         for block in (0, 1, 2)
     ]
     every_branch.write_text(json.dumps({"rules": rules}))
-    refused = subprocess.run(
-        smoke_command(
-            tmp_path / "refused",
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=prune",
-            "--method=one_shot_l1",
-            "--remove_blocks=2",
-            f"--plan={every_branch}",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    refused = run_smoke(
+        tmp_path / "refused",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune",
+        "--method=one_shot_l1",
+        "--remove_blocks=2",
+        f"--plan={every_branch}",
     )
     assert refused.returncode != 0
     assert "after --remove_blocks 2 took out the branches of" in refused.stderr
@@ -253,19 +245,14 @@ def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
     cost, before the prune (the run's name lists them sorted); a name that is
     no removable branch is refused, listing those there are, and so is resuming
     the run with other branches."""
-    result = subprocess.run(
-        smoke_command(
-            tmp_path / "ok",
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=prune,retrain,compact",
-            "--method=one_shot_l1",
-            "--prune_epochs=0",
-            "--remove_branches=s3b2_add,s1b0_add",
-            "--flops_reduction=1.5",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = run_smoke(
+        tmp_path / "ok",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune,retrain,compact",
+        "--method=one_shot_l1",
+        "--prune_epochs=0",
+        "--remove_branches=s3b2_add,s1b0_add",
+        "--flops_reduction=1.5",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "ok" / "report.json") as f:
@@ -287,36 +274,26 @@ def test_cifar10_smoke_remove_branches_by_name(smoke_run, tmp_path):
     markdown = (tmp_path / "ok" / "report.md").read_text()
     assert "s3b2_add, s1b0_add (chosen by name (--remove_branches))" in markdown
 
-    other = subprocess.run(
-        smoke_command(
-            tmp_path / "ok",
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=prune",
-            "--method=one_shot_l1",
-            "--prune_epochs=0",
-            "--remove_branches=s1b1_add,s3b2_add",
-            "--resume",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    other = run_smoke(
+        tmp_path / "ok",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune",
+        "--method=one_shot_l1",
+        "--prune_epochs=0",
+        "--remove_branches=s1b1_add,s3b2_add",
+        "--resume",
     )
     assert other.returncode != 0
     assert "took out the branches of ['s3b2_add', 's1b0_add']" in other.stderr
     with open(tmp_path / "ok" / "blocks.json") as f:  # left as it was
         assert json.load(f)["removed"] == ["s3b2_add", "s1b0_add"]
 
-    refused = subprocess.run(
-        smoke_command(
-            tmp_path / "refused",
-            f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
-            "--stages=prune",
-            "--method=one_shot_l1",
-            "--remove_branches=s1b0_add,s4b0_add",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    refused = run_smoke(
+        tmp_path / "refused",
+        f"--dense_model={smoke_run / 'resnet20_dense.keras'}",
+        "--stages=prune",
+        "--method=one_shot_l1",
+        "--remove_branches=s1b0_add,s4b0_add",
     )
     assert refused.returncode != 0
     assert "--remove_branches: ['s4b0_add'] are not Adds" in refused.stderr
@@ -331,12 +308,7 @@ def test_cifar10_remove_blocks_and_branches_are_exclusive(tmp_path):
         (["--remove_blocks=2", "--remove_branches=s1b0_add"], "not both"),
         (["--remove_branches=s1b0_add,s1b0_add"], "names a branch twice"),
     ):
-        result = subprocess.run(
-            smoke_command(tmp_path, "--stages=prune", *flags_given),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_smoke(tmp_path, "--stages=prune", *flags_given, timeout=300)
         assert result.returncode != 0
         assert message in result.stderr, result.stderr[-2000:]
         assert not (tmp_path / "report.json").exists()
@@ -344,11 +316,8 @@ def test_cifar10_remove_blocks_and_branches_are_exclusive(tmp_path):
 
 def test_cifar10_retrain_from_scratch_needs_the_retrain_stage(tmp_path):
     """The control flag without a retrain stage is refused before any work."""
-    result = subprocess.run(
-        smoke_command(tmp_path, "--stages=prune", "--retrain_from_scratch"),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_smoke(
+        tmp_path, "--stages=prune", "--retrain_from_scratch", timeout=300
     )
     assert result.returncode != 0
     assert "--retrain_from_scratch trains the pruned model" in result.stderr

@@ -4,7 +4,8 @@
 # against the first (the baseline, usually the dense model) on TF and ONNX
 # Runtime, batch 1 and 32. Run alone on an idle machine: timings under load are
 # wrong. OUT sets the output folder (default runs/cifar10/fold). Paths, OUT's
-# too, are relative to the repository root.
+# too, are relative to the repository root. THREADS=N times every engine on N
+# threads (default: all usable cores; TF gets N intra- and N inter-op threads).
 #   OUT=/tmp/t docs/cifar10/fold_time.sh dense:docs/cifar10/models/resnet20_dense.keras \
 #       depth_2x:docs/cifar10/models/resnet20_depth60_2x_minus5blocks.keras
 set -euo pipefail
@@ -14,6 +15,13 @@ if [ $# -lt 2 ]; then
 fi
 PY=.venv/bin/python
 F=${OUT:-runs/cifar10/fold}
+THREAD_FLAG=()
+if [ -n "${THREADS:-}" ]; then
+  if ! [[ $THREADS =~ ^[1-9][0-9]*$ ]]; then
+    echo "fold_time.sh: THREADS='$THREADS' is not a positive whole number; unset it for all cores" >&2; exit 2
+  fi
+  THREAD_FLAG=(--threads "$THREADS")
+fi
 mkdir -p "$F/convert"
 seen=,
 for pair in "$@"; do   # check every pair before converting any
@@ -41,4 +49,4 @@ for pair in "$@"; do
 done
 $PY tools/profile_models.py --baseline "$baseline" --models "$models" --names "$names" \
   --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 --min_time_s 3 \
-  --output_dir "$F"
+  "${THREAD_FLAG[@]}" --output_dir "$F"

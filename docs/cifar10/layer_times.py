@@ -9,7 +9,9 @@ intra-op and 2 inter-op threads (as `tools/profile_models.py --engines tf`).
 Per model it reports each layer's MACs, median ms and GMAC/s, the sum of its
 layers and the whole model's median: the difference is what the layers do not
 account for (adds, ReLUs, pooling, the normalization layer, per-op overhead).
-Run alone on an idle machine.
+Each one-layer time also includes one call's own cost (about the time of the
+640-MAC fc layer), so "rest" is negative; docs/CIFAR10.md subtracts that cost
+("net" times). Run alone on an idle machine.
 
     .venv/bin/python docs/cifar10/layer_times.py docs/cifar10/layer_times \\
         dense:docs/cifar10/models/resnet20_dense.keras \\

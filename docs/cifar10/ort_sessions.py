@@ -8,13 +8,14 @@ for each block, every model in turn (start rotated) gets a fresh session with
 only intra_op_num_threads set, WARMUP untimed runs, then RUNS timed runs, and
 the session is closed before the next model's opens. It prints the median
 latency over all blocks and the speedup over the first model, beside the MAC
-cut read from the ONNX graph. Run alone on an idle machine.
+cut read from the ONNX graph. The input is one batch of random 0-255 images of
+32x32x3 (the CIFAR-10 models). Run alone on an idle machine.
 
     .venv/bin/python tools/convert.py --output_dir /tmp/onnx/dense \\
         --model docs/cifar10/models/resnet20_dense.keras \\
         --formats onnx --fold_batchnorm          # the same for each model
     .venv/bin/python docs/cifar10/ort_sessions.py --threads 2 --batch_size 32 \\
-        --output docs/cifar10/fold_s1out/ort_sessions_t2.json \\
+        --output docs/cifar10/fold_s1out/ort_sessions/run2_t2_b32.json \\
         dense:/tmp/onnx/dense/model.onnx s1out_seed0:/tmp/onnx/s1out_seed0/model.onnx
 """
 

@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 
 import keras_admm  # noqa: E402
 from keras_admm.profiling import timing  # noqa: E402
+from keras_admm.profiling.flops import layer_flops  # noqa: E402
 
 BATCH = 32
 THREADS = 2
@@ -45,15 +46,6 @@ def one_layer_model(layer):
     model = keras.Model(inputs, clone(inputs))
     clone.set_weights(layer.get_weights())
     return model
-
-
-def layer_macs(layer):
-    """Multiply-accumulates of one sample through a Conv2D or Dense layer."""
-    kernel = layer.kernel.shape
-    if isinstance(layer, keras.layers.Conv2D):
-        out_h, out_w = layer.output.shape[1:3]
-        return int(np.prod(kernel)) * out_h * out_w
-    return int(np.prod(kernel))
 
 
 def runner(model, shape, seed):
@@ -81,6 +73,7 @@ def main(out, *pairs):
         runners[f"{name}/whole"] = runner(
             model, tuple(model.input.shape[1:]), len(runners)
         )
+        layer_macs = {r["layer"]: r["flops"] // 2 for r in layer_flops(model)}
         layers[name] = []
         for layer in model.layers:
             if not hasattr(layer, "kernel"):
@@ -93,7 +86,7 @@ def main(out, *pairs):
                     "layer": layer.name,
                     "input": list(shape),
                     "output_channels": int(layer.kernel.shape[-1]),
-                    "macs": layer_macs(layer),
+                    "macs": layer_macs[layer.name],
                 }
             )
         print(f"{name}: {len(layers[name])} layers", flush=True)

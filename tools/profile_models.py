@@ -4,7 +4,16 @@
         --models compact.keras,compact_a8.keras \
         --engines tf,onnxruntime --batch_sizes 1,32 --output_dir runs/profile
 
-Prints a table and writes JSON, CSV, Markdown and PNG plots into --output_dir. Inputs
+Prints a table and writes JSON, CSV, Markdown and PNG plots into --output_dir.
+By default all models stay loaded and are timed round-robin; `--order blocks`
+times them one fresh session at a time, as a deployed model runs (ONNX Runtime
+keeps its spinning threads on), e.g.
+
+    python tools/profile_models.py --baseline dense.onnx --models small.onnx \
+        --batch_sizes 32 --order blocks --blocks 8 --warmup 20 --min_repeats 50 \
+        --min_time_s 0
+
+Inputs
 may be .keras files, SavedModel directories or .onnx files; Keras models are exported
 to ONNX on the fly for the onnxruntime engine. The logic lives in
 keras_admm.profiling; this script only wires flags to it.
@@ -53,6 +62,20 @@ _SAME_INPUT = flags.DEFINE_bool(
     "Every model takes the baseline's input shape (--nosame_input: each gets a "
     "batch of its own shape, e.g. a single layer cut to fewer input channels).",
 )
+_ORDER = flags.DEFINE_enum(
+    "order",
+    "interleaved",
+    ["interleaved", "blocks"],
+    "interleaved: all models loaded, one call each per round (ONNX Runtime's "
+    "spinning threads off); blocks: one fresh session at a time, --warmup and "
+    "--min_repeats per model and block, as a deployed model runs.",
+)
+_BLOCKS = flags.DEFINE_integer(
+    "blocks",
+    8,
+    "Blocks of the 'blocks' order (each model once per block).",
+    lower_bound=1,
+)
 _STEM = flags.DEFINE_string("stem", "profile", "File name prefix of the reports.")
 
 
@@ -87,6 +110,8 @@ def _profile(profiling):
             warmup=_WARMUP.value,
             min_repeats=_MIN_REPEATS.value,
             min_time_s=_MIN_TIME.value,
+            order=_ORDER.value,
+            blocks=_BLOCKS.value,
         ),
         names=_NAMES.value,
         same_input=_SAME_INPUT.value,

@@ -1,7 +1,8 @@
 """Profiling: is the compacted model really faster, and how close to its FLOP cut?
 
 `profile_models` times a baseline and smaller forms of it on TensorFlow, ONNX
-Runtime, Keras (any backend), LiteRT or OpenVINO, round-robin in one loop;
+Runtime, Keras (any backend), LiteRT or OpenVINO, round-robin in one loop, or one
+fresh session at a time in rotated blocks (`TimingProtocol(order="blocks")`);
 `count_flops` and `register_flops` give the static FLOPs; `write_reports` writes
 JSON, CSV, Markdown and plots. Frameworks are imported only when used: profiling
 .onnx files with ONNX Runtime never imports TensorFlow.
@@ -30,7 +31,13 @@ from .report import (
     write_reports,
 )
 from .sources import ModelSource, ModelStore, open_source
-from .timing import TimingProtocol, paired_speedup, summarize, time_interleaved
+from .timing import (
+    TimingProtocol,
+    paired_speedup,
+    summarize,
+    time_in_blocks,
+    time_interleaved,
+)
 
 __all__ = [
     "Engine",
@@ -54,6 +61,7 @@ __all__ = [
     "register_flops",
     "results_table",
     "summarize",
+    "time_in_blocks",
     "time_interleaved",
     "write_csv",
     "write_json",

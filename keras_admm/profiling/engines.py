@@ -49,16 +49,20 @@ class Engine:
         store: the `ModelStore` that loads and converts model files.
         threads: intra-op threads (None: the number of usable cores).
         jit: compile with XLA where the engine supports it (tf only).
+        one_at_a_time: only one runner of this engine exists at a time (the
+            "blocks" timing order), so thread pools may keep busy-waiting between
+            calls as they do by default (ONNX Runtime's spinning threads).
     """
 
     name = ""
     package = ""
     install_hint = ""
 
-    def __init__(self, store, threads=None, jit=False):
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
         self.store = store
         self.threads = threads or environment.usable_cores()
         self.jit = jit
+        self.one_at_a_time = one_at_a_time
 
     @classmethod
     def is_installed(cls):
@@ -98,7 +102,7 @@ class Engine:
         raise NotImplementedError
 
 
-def create_engine(name, store, threads=None, jit=False):
+def create_engine(name, store, threads=None, jit=False, one_at_a_time=False):
     """Creates the engine called `name`.
 
     Args:
@@ -107,6 +111,8 @@ def create_engine(name, store, threads=None, jit=False):
         store: the `ModelStore` shared by all engines of a run.
         threads: intra-op threads (None: the number of usable cores).
         jit: XLA compilation for the tf engine.
+        one_at_a_time: only one of its runners will exist at a time (the
+            "blocks" timing order): ONNX Runtime then keeps its spinning threads.
 
     Returns:
         An `Engine`.
@@ -129,7 +135,7 @@ def create_engine(name, store, threads=None, jit=False):
             f"installed; install it ({cls.install_hint}) or drop '{name}' from "
             "the engines."
         )
-    return cls(store, threads=threads, jit=jit)
+    return cls(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
 
 
 @register_engine
@@ -140,8 +146,8 @@ class TensorFlowEngine(Engine):
     package = "tensorflow"
     install_hint = "pip install tensorflow"
 
-    def __init__(self, store, threads=None, jit=False):
-        super().__init__(store, threads=threads, jit=jit)
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
         import tensorflow as tf
 
         self._tf = tf
@@ -217,8 +223,8 @@ class OnnxRuntimeEngine(Engine):
     install_hint = "pip install onnxruntime, or onnxruntime-gpu for CUDA"
     _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
-    def __init__(self, store, threads=None, jit=False):
-        super().__init__(store, threads=threads, jit=jit)
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
         import onnxruntime
 
         self._ort = onnxruntime
@@ -247,9 +253,15 @@ class OnnxRuntimeEngine(Engine):
         # Each session owns a thread pool whose idle threads spin by default. With
         # several sessions timed round-robin, the spinning threads of the models
         # not running steal the cores of the one that is (measured: VGG-16 dense
-        # at batch 1 went from 4.9 ms to 25 ms on 2 cores), so spinning is off.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # at batch 1 went from 4.9 ms to 25 ms on 2 cores), so spinning is off,
+        # unless only one session exists at a time (the "blocks" order).
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", self._spinning()
+        )
         return options
+
+    def _spinning(self):
+        return "1" if self.one_at_a_time else "0"
 
     def runner(self, source, batch_size, device, inputs):
         path = self.store.onnx_file(source)
@@ -277,7 +289,12 @@ class OnnxRuntimeEngine(Engine):
             "graph_optimization": "all",
             "providers": self._providers_used,
             "denormals": "session.set_denormal_as_zero=1",
-            "allow_spinning": 0,
+            "allow_spinning": int(self._spinning()),
+            "sessions": (
+                "one at a time, a fresh one per block"
+                if self.one_at_a_time
+                else "all open at once"
+            ),
         }
 
 
@@ -289,8 +306,8 @@ class KerasEngine(Engine):
     package = "keras"
     install_hint = "pip install keras plus a backend (jax, torch or tensorflow)"
 
-    def __init__(self, store, threads=None, jit=False):
-        super().__init__(store, threads=threads, jit=jit)
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
         import keras
 
         self._backend = keras.backend.backend()
@@ -381,8 +398,8 @@ class LiteRTEngine(Engine):
         "installed, tf.lite.Interpreter is used instead"
     )
 
-    def __init__(self, store, threads=None, jit=False):
-        super().__init__(store, threads=threads, jit=jit)
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
         self._interpreter = None
         self._converted = []
 
@@ -490,8 +507,8 @@ class OpenVINOEngine(Engine):
     package = "openvino"
     install_hint = "pip install openvino, or keras-admm[openvino]"
 
-    def __init__(self, store, threads=None, jit=False):
-        super().__init__(store, threads=threads, jit=jit)
+    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
         import openvino
 
         self._ov = openvino

@@ -1,13 +1,16 @@
 """`profile_models`: time a baseline and its smaller forms, engine by batch size.
 
 For every engine and batch size the models are timed together, round-robin in one
-loop (see `timing`), and each gets its speedup over the baseline, its FLOP ratio
-(baseline FLOPs / its FLOPs) and the efficiency = speedup / FLOP ratio: 1.0 means
-the FLOP cut turned fully into speed. The speedup is the ratio of median latencies;
-`paired_speedup`, the median of per-round ratios, is reported beside it because it
-is steadier when other processes share the machine.
+loop, or one fresh runner at a time in rotated blocks (`TimingProtocol.order`, see
+`timing`), and each gets its speedup over the baseline, its FLOP ratio (baseline
+FLOPs / its FLOPs) and the efficiency = speedup / FLOP ratio: 1.0 means the FLOP
+cut turned fully into speed. The speedup is the ratio of median latencies;
+`paired_speedup`, the median of per-round ratios (per-block ratios of medians in
+the "blocks" order), is reported beside it because it is steadier when other
+processes share the machine.
 """
 
+import functools
 import logging
 import os
 import tempfile
@@ -86,14 +89,41 @@ def _check_input_shapes(store, sources, same_input):
     return shapes
 
 
+_ORDER_TEXT = {
+    "interleaved": "interleaved round-robin, start rotated every round",
+    "blocks": (
+        "{blocks} blocks, one model at a time, start rotated every block; a fresh "
+        "runner (session) per model and block, warm-up and repeats per block"
+    ),
+}
+
+
+def _time(factories, protocol):
+    """(all latencies, the series paired across models) per model name."""
+    if protocol.order == "blocks":
+        blocks = timing.time_in_blocks(factories, protocol)
+        samples = {name: [t for b in bs for t in b] for name, bs in blocks.items()}
+        medians = {
+            name: [timing.percentile(b, 50) for b in bs] for name, bs in blocks.items()
+        }
+        return samples, medians
+    runners = {name: make() for name, make in factories.items()}
+    samples = timing.time_interleaved(runners, protocol)
+    return samples, samples
+
+
 def _ratio(numerator, denominator):
     if numerator is None or not denominator:
         return None
     return numerator / denominator
 
 
-def _result_rows(engine_name, device, batch_size, samples, stats, baseline):
-    """One result dict per model: latency summary, speedup, FLOP ratio, efficiency."""
+def _result_rows(engine_name, device, batch_size, samples, paired, stats, baseline):
+    """One result dict per model: latency summary, speedup, FLOP ratio, efficiency.
+
+    `samples` holds every model's latencies; `paired` the series whose entries
+    pair up across models (rounds, or block medians) for `paired_speedup`.
+    """
     summaries = {n: timing.summarize(s, batch_size) for n, s in samples.items()}
     base_ms = summaries[baseline]["median_ms"]
     base_flops = stats[baseline]["flops"]
@@ -109,9 +139,7 @@ def _result_rows(engine_name, device, batch_size, samples, stats, baseline):
                 "batch_size": batch_size,
                 **summary,
                 "speedup": speedup,
-                "paired_speedup": timing.paired_speedup(
-                    samples[baseline], samples[name]
-                ),
+                "paired_speedup": timing.paired_speedup(paired[baseline], paired[name]),
                 "flop_ratio": flop_ratio,
                 "efficiency": _ratio(speedup, flop_ratio),
             }
@@ -146,7 +174,9 @@ def profile_models(
         device: "auto" (GPU when the engine sees one), "cpu" or "gpu".
         threads: intra-op threads per engine (None: the usable cores).
         jit: XLA compilation for the tf engine.
-        protocol: a `timing.TimingProtocol` (None: its defaults).
+        protocol: a `timing.TimingProtocol` (None: its defaults). Its `order`
+            "blocks" times one fresh runner (session) at a time, as a deployment
+            runs it; ONNX Runtime then keeps its spinning threads on.
         names: report labels, one per model with the baseline first (None: the
             file names).
         workdir: where ONNX and .tflite conversions are written (None: a
@@ -199,7 +229,11 @@ def profile_models(
     workdir = workdir or tempfile.mkdtemp(prefix="keras_admm_profile_")
     store = ModelStore(os.path.join(workdir, "onnx"))
     # Engines first: TensorFlow threads can only be set before it initialises.
-    engine_objects = [create_engine(e, store, threads, jit) for e in engines]
+    one_at_a_time = protocol.order == "blocks"
+    engine_objects = [
+        create_engine(e, store, threads, jit, one_at_a_time=one_at_a_time)
+        for e in engines
+    ]
     input_shapes = _check_input_shapes(store, sources, same_input)
     stats = {s.name: store.stats(s) for s in sources}
     rng = np.random.default_rng(seed)
@@ -210,18 +244,32 @@ def profile_models(
             batches = {}
             for shape in dict.fromkeys(input_shapes.values()):
                 batches[shape] = rng.standard_normal((batch_size, *shape), "float32")
-            runners = {
-                s.name: engine.runner(
-                    s, batch_size, engine_device, batches[input_shapes[s.name]]
+            factories = {
+                s.name: functools.partial(
+                    engine.runner,
+                    s,
+                    batch_size,
+                    engine_device,
+                    batches[input_shapes[s.name]],
                 )
                 for s in sources
             }
             _LOG.info(
-                "timing %s batch %d on %s", engine.name, batch_size, engine_device
+                "timing %s batch %d on %s (%s)",
+                engine.name,
+                batch_size,
+                engine_device,
+                protocol.order,
             )
-            samples = timing.time_interleaved(runners, protocol)
+            samples, paired = _time(factories, protocol)
             results += _result_rows(
-                engine.name, engine_device, batch_size, samples, stats, sources[0].name
+                engine.name,
+                engine_device,
+                batch_size,
+                samples,
+                paired,
+                stats,
+                sources[0].name,
             )
         engine_settings[engine.name] = {"device": engine_device, **engine.settings()}
     return {
@@ -231,7 +279,7 @@ def profile_models(
             "min_repeats": protocol.min_repeats,
             "min_time_s": protocol.min_time_s,
             "max_time_s": protocol.max_time_s,
-            "order": "interleaved round-robin, start rotated every round",
+            "order": _ORDER_TEXT[protocol.order].format(blocks=protocol.blocks),
         },
         "engines": engine_settings,
         "baseline": sources[0].name,

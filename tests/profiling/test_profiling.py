@@ -262,9 +262,83 @@ def test_timing_with_the_real_clock_meets_both_minimums():
     assert len(samples["x"]) > 4 and elapsed >= 0.05
 
 
+class _LiveRunner:
+    """A runner that counts how many of its kind are alive (not yet freed)."""
+
+    alive = 0
+    most_alive = 0
+
+    def __init__(self, name, clock, log, cost):
+        self.name, self.clock, self.log, self.cost = name, clock, log, cost
+        _LiveRunner.alive += 1
+        _LiveRunner.most_alive = max(_LiveRunner.most_alive, _LiveRunner.alive)
+        log.append(f"new {name}")
+
+    def __call__(self):
+        self.log.append(self.name)
+        self.clock.now += self.cost
+
+    def __del__(self):
+        _LiveRunner.alive -= 1
+
+
+def test_blocks_time_one_fresh_runner_at_a_time_with_rotated_starts():
+    clock, log = FakeClock(), []
+    _LiveRunner.alive = _LiveRunner.most_alive = 0
+    costs = {"a": 1.0, "b": 2.0, "c": 3.0}
+    factories = {
+        name: (lambda name=name: _LiveRunner(name, clock, log, costs[name]))
+        for name in costs
+    }
+    protocol = profiling.TimingProtocol(
+        warmup=1, min_repeats=2, min_time_s=0, order="blocks", blocks=4
+    )
+    blocks = profiling.time_in_blocks(factories, protocol, clock=clock)
+    # A new runner per model and block, the first model rotated every block, and
+    # the warm-up call untimed.
+    turns = [entry[4:] for entry in log if entry.startswith("new ")]
+    assert "".join(turns) == "abc" + "bca" + "cab" + "abc"
+    assert log[:4] == ["new a", "a", "a", "a"]  # 1 warm-up + 2 timed
+    assert _LiveRunner.most_alive == 1 and _LiveRunner.alive == 0
+    assert {n: len(b) for n, b in blocks.items()} == {"a": 4, "b": 4, "c": 4}
+    assert blocks["c"] == [[3.0, 3.0]] * 4
+
+
+def test_blocks_apply_the_minimums_and_the_cap_to_each_turn():
+    clock, log = FakeClock(), []
+    factories = {"a": lambda: _fake_runners(clock, log, {"a": 0.5})["a"]}
+    protocol = profiling.TimingProtocol(
+        warmup=0, min_repeats=2, min_time_s=2.0, order="blocks", blocks=3
+    )
+    blocks = profiling.time_in_blocks(factories, protocol, clock=clock)
+    assert [len(b) for b in blocks["a"]] == [4, 4, 4]  # 2 s per turn at 0.5 s
+    capped = profiling.TimingProtocol(
+        warmup=0, min_repeats=100, min_time_s=0, max_time_s=1.0, blocks=2
+    )
+    assert [
+        len(b) for b in profiling.time_in_blocks(factories, capped, clock=clock)["a"]
+    ] == [2, 2]
+    with pytest.raises(ValueError, match="at least one runner factory"):
+        profiling.time_in_blocks({}, protocol)
+
+
+def test_interleaved_timing_refuses_a_blocks_protocol():
+    protocol = profiling.TimingProtocol(order="blocks")
+    with pytest.raises(ValueError, match="time_in_blocks"):
+        profiling.time_interleaved({"a": lambda: None}, protocol)
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"warmup": -1}, {"min_repeats": 0}, {"min_time_s": -1}, {"max_time_s": 0}],
+    [
+        {"warmup": -1},
+        {"min_repeats": 0},
+        {"min_time_s": -1},
+        {"max_time_s": 0},
+        {"order": "random"},
+        {"blocks": 0},
+        {"blocks": 2.5},
+    ],
 )
 def test_timing_protocol_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError, match="must be"):
@@ -448,6 +522,46 @@ def test_profile_models_reports_speedup_flop_ratio_and_efficiency(
     assert len(table.splitlines()) == 2 + len(results)
 
 
+def test_blocks_order_times_fresh_spinning_sessions_one_at_a_time(
+    model_files, tmp_path
+):
+    protocol = profiling.TimingProtocol(
+        warmup=1, min_repeats=3, min_time_s=0, order="blocks", blocks=2
+    )
+    report = profiling.profile_models(
+        model_files["dense_onnx"],
+        [model_files["half_onnx"]],
+        engines=["onnxruntime"],
+        batch_sizes=[2],
+        device="cpu",
+        protocol=protocol,
+        names=["dense", "half"],
+        workdir=str(tmp_path),
+    )
+    settings = report["engines"]["onnxruntime"]
+    assert settings["allow_spinning"] == 1
+    assert settings["sessions"] == "one at a time, a fresh one per block"
+    assert report["protocol"]["order"].startswith("2 blocks, one model at a time")
+    dense, half = report["results"]
+    assert dense["count"] == half["count"] == 2 * 3
+    assert dense["speedup"] == dense["paired_speedup"] == 1.0
+    assert half["flop_ratio"] == pytest.approx(
+        report["models"][0]["flops"] / report["models"][1]["flops"]
+    )
+    assert half["paired_speedup"] > 0
+    # The default order keeps every session open, so spinning stays off.
+    default = profiling.profile_models(
+        model_files["dense_onnx"],
+        [model_files["half_onnx"]],
+        engines=["onnxruntime"],
+        protocol=FAST,
+        workdir=str(tmp_path),
+    )
+    assert default["engines"]["onnxruntime"]["allow_spinning"] == 0
+    assert default["engines"]["onnxruntime"]["sessions"] == "all open at once"
+    assert default["protocol"]["order"].startswith("interleaved")
+
+
 def test_onnx_export_round_trip_matches_keras(model_files, tmp_path):
     import onnxruntime
 
@@ -572,6 +686,43 @@ def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.count("onnxruntime") == 6
+    blocks = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--baseline",
+            model_files["dense_onnx"],
+            *common,
+            "--models",
+            model_files["half_onnx"],
+            "--order",
+            "blocks",
+            "--blocks",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert blocks.returncode == 0, blocks.stderr
+    assert blocks.stdout.count("onnxruntime") == 2
+    no_blocks = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--baseline",
+            model_files["dense_onnx"],
+            *common,
+            "--order",
+            "blocks",
+            "--blocks",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert no_blocks.returncode != 0 and "--blocks" in no_blocks.stderr
     bad = subprocess.run(
         [sys.executable, script, "--baseline", "/no/such/model.onnx", *common],
         capture_output=True,

@@ -13,9 +13,8 @@ keeps its spinning threads on), e.g.
         --batch_sizes 32 --order blocks --blocks 8 --warmup 20 --min_repeats 50 \
         --min_time_s 0
 
-Inputs
-may be .keras files, SavedModel directories or .onnx files; Keras models are exported
-to ONNX on the fly for the onnxruntime engine. The logic lives in
+Inputs may be .keras files, SavedModel directories or .onnx files; Keras models are
+exported to ONNX on the fly for the onnxruntime engine. The logic lives in
 keras_admm.profiling; this script only wires flags to it.
 """
 
@@ -67,13 +66,15 @@ _ORDER = flags.DEFINE_enum(
     "interleaved",
     ["interleaved", "blocks"],
     "interleaved: all models loaded, one call each per round (ONNX Runtime's "
-    "spinning threads off); blocks: one fresh session at a time, --warmup and "
-    "--min_repeats per model and block, as a deployed model runs.",
+    "spinning threads off); blocks: one fresh session at a time, as a deployed "
+    "model runs; --warmup, --min_repeats and --min_time_s then apply per model "
+    "and block.",
 )
 _BLOCKS = flags.DEFINE_integer(
     "blocks",
     8,
-    "Blocks of the 'blocks' order (each model once per block).",
+    "Blocks of --order blocks (each model once per block; a multiple of the "
+    "number of models lets each go first equally often).",
     lower_bound=1,
 )
 _STEM = flags.DEFINE_string("stem", "profile", "File name prefix of the reports.")
@@ -85,6 +86,11 @@ def main(argv):
 
     # Progress of the profiler only; TensorFlow and tf2onnx stay at warnings.
     std_logging.getLogger("keras_admm.profiling").setLevel(std_logging.INFO)
+    if flags.FLAGS["blocks"].present and _ORDER.value != "blocks":
+        sys.exit(
+            f"error: --blocks {_BLOCKS.value} only applies to --order blocks; add "
+            "--order blocks or drop --blocks."
+        )
     try:
         report = _profile(profiling)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as error:

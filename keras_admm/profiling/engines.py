@@ -49,20 +49,23 @@ class Engine:
         store: the `ModelStore` that loads and converts model files.
         threads: intra-op threads (None: the number of usable cores).
         jit: compile with XLA where the engine supports it (tf only).
-        one_at_a_time: only one runner of this engine exists at a time (the
-            "blocks" timing order), so thread pools may keep busy-waiting between
-            calls as they do by default (ONNX Runtime's spinning threads).
+
+    Attributes:
+        one_at_a_time: True when only one runner of this engine exists at a
+            time (the "blocks" timing order; set by `create_engine`), so thread
+            pools may keep busy-waiting between calls as they do by default
+            (ONNX Runtime's spinning threads).
     """
 
     name = ""
     package = ""
     install_hint = ""
+    one_at_a_time = False
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
+    def __init__(self, store, threads=None, jit=False):
         self.store = store
         self.threads = threads or environment.usable_cores()
         self.jit = jit
-        self.one_at_a_time = one_at_a_time
 
     @classmethod
     def is_installed(cls):
@@ -135,7 +138,9 @@ def create_engine(name, store, threads=None, jit=False, one_at_a_time=False):
             f"installed; install it ({cls.install_hint}) or drop '{name}' from "
             "the engines."
         )
-    return cls(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    engine = cls(store, threads=threads, jit=jit)
+    engine.one_at_a_time = one_at_a_time  # read when runners are made
+    return engine
 
 
 @register_engine
@@ -146,8 +151,8 @@ class TensorFlowEngine(Engine):
     package = "tensorflow"
     install_hint = "pip install tensorflow"
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
-        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
         import tensorflow as tf
 
         self._tf = tf
@@ -223,8 +228,8 @@ class OnnxRuntimeEngine(Engine):
     install_hint = "pip install onnxruntime, or onnxruntime-gpu for CUDA"
     _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
-        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
         import onnxruntime
 
         self._ort = onnxruntime
@@ -306,8 +311,8 @@ class KerasEngine(Engine):
     package = "keras"
     install_hint = "pip install keras plus a backend (jax, torch or tensorflow)"
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
-        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
         import keras
 
         self._backend = keras.backend.backend()
@@ -398,8 +403,8 @@ class LiteRTEngine(Engine):
         "installed, tf.lite.Interpreter is used instead"
     )
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
-        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
         self._interpreter = None
         self._converted = []
 
@@ -507,13 +512,13 @@ class OpenVINOEngine(Engine):
     package = "openvino"
     install_hint = "pip install openvino, or keras-admm[openvino]"
 
-    def __init__(self, store, threads=None, jit=False, one_at_a_time=False):
-        super().__init__(store, threads=threads, jit=jit, one_at_a_time=one_at_a_time)
+    def __init__(self, store, threads=None, jit=False):
+        super().__init__(store, threads=threads, jit=jit)
         import openvino
 
         self._ov = openvino
         self._core = openvino.Core()
-        self._compiled = None
+        self._properties = {}  # the last compiled model's, for settings()
 
     def detect_gpu(self):
         return any(d.startswith("GPU") for d in self._core.available_devices)
@@ -556,7 +561,7 @@ class OpenVINOEngine(Engine):
                 f"{ov_device} ({error}); check that the model has a dynamic batch "
                 "dimension, or use --engines onnxruntime."
             ) from error
-        self._compiled = compiled
+        self._properties = self._read_properties(compiled)
         request = compiled.create_infer_request()
 
         def run():
@@ -564,23 +569,28 @@ class OpenVINOEngine(Engine):
 
         return run
 
-    def settings(self):
-        """The version and the properties the last compiled model reports."""
-        settings = {"version": self._ov.get_version()}
-        properties = (
+    def _read_properties(self, compiled):
+        """The properties `settings()` reports, read once after compiling (so no
+        compiled model, and its threads, outlives its runner)."""
+        properties = {}
+        for name in (
             "INFERENCE_NUM_THREADS",
             "INFERENCE_PRECISION_HINT",
             "PERFORMANCE_HINT",
             "NUM_STREAMS",
             "CPU_DENORMALS_OPTIMIZATION",
             "EXECUTION_DEVICES",
-        )
-        for name in properties if self._compiled is not None else ():
+        ):
             try:
-                value = self._compiled.get_property(name)
+                value = compiled.get_property(name)
             except RuntimeError:  # not a property of this device's plugin
                 continue
-            settings[name.lower()] = _json_value(value)
+            properties[name.lower()] = _json_value(value)
+        return properties
+
+    def settings(self):
+        """The version and the properties the last compiled model reports."""
+        settings = {"version": self._ov.get_version(), **self._properties}
         settings["infer"] = "one synchronous InferRequest, inputs copied"
         return settings
 

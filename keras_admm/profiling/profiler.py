@@ -93,7 +93,9 @@ _ORDER_TEXT = {
     "interleaved": "interleaved round-robin, start rotated every round",
     "blocks": (
         "{blocks} blocks, one model at a time, start rotated every block; a fresh "
-        "runner (session) per model and block, warm-up and repeats per block"
+        "runner per model and block (a new ONNX Runtime session, OpenVINO compiled "
+        "model or LiteRT interpreter; a new tf.function over the loaded Keras "
+        "model), warm-up and repeats per model and block"
     ),
 }
 
@@ -280,6 +282,7 @@ def profile_models(
             "min_time_s": protocol.min_time_s,
             "max_time_s": protocol.max_time_s,
             "order": _ORDER_TEXT[protocol.order].format(blocks=protocol.blocks),
+            "blocks": protocol.blocks if protocol.order == "blocks" else None,
         },
         "engines": engine_settings,
         "baseline": sources[0].name,

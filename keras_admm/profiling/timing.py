@@ -16,6 +16,7 @@ the interleaved order cannot afford.
 import dataclasses
 import gc
 import math
+import numbers
 import time
 
 ORDERS = ("interleaved", "blocks")
@@ -35,7 +36,8 @@ class TimingProtocol:
             "blocks" (one runner at a time, fresh every block; see the module
             docstring). In "blocks" order `warmup`, `min_repeats`, `min_time_s`
             and `max_time_s` apply to each model's turn in each block.
-        blocks: how many blocks in "blocks" order (ignored otherwise).
+        blocks: how many blocks in "blocks" order (ignored otherwise); a
+            multiple of the number of models lets each go first equally often.
 
     Example:
         >>> TimingProtocol(warmup=20, min_repeats=50, min_time_s=0,
@@ -66,7 +68,9 @@ class TimingProtocol:
                 f"order must be one of {', '.join(ORDERS)}, got {self.order!r}; "
                 "use 'blocks' to time one fresh runner (session) at a time."
             )
-        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int):
+        if isinstance(self.blocks, bool) or not isinstance(
+            self.blocks, numbers.Integral
+        ):
             raise ValueError(f"blocks must be an int >= 1, got {self.blocks!r}.")
         if self.blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {self.blocks}.")
@@ -224,11 +228,12 @@ def paired_speedup(baseline_s, model_s):
 
     With interleaved timing, sample r of every model comes from round r, so the
     per-round ratio cancels contention that drifts slower than one round; it is a
-    steadier speedup estimate than the ratio of medians on a shared machine.
+    steadier speedup estimate than the ratio of medians on a shared machine. With
+    `time_in_blocks`, pass each model's block medians: entry b is block b.
 
     Args:
-        baseline_s: the baseline's per-round latencies.
-        model_s: the model's per-round latencies, same length.
+        baseline_s: the baseline's per-round latencies (or block medians).
+        model_s: the model's, same length.
 
     Returns:
         The median per-round speedup.
@@ -240,6 +245,6 @@ def paired_speedup(baseline_s, model_s):
         raise ValueError(
             f"paired_speedup() needs two equally long non-empty series, got "
             f"{len(baseline_s)} and {len(model_s)}; pass samples from one "
-            "time_interleaved() loop."
+            "time_interleaved() loop, or block medians from one time_in_blocks()."
         )
     return percentile([b / m for b, m in zip(baseline_s, model_s)], 50)

@@ -116,6 +116,12 @@ class LatencyTable:
         self.protocol = protocol or timing.TimingProtocol(
             warmup=3, min_repeats=15, min_time_s=0.1
         )
+        if self.protocol.order != "interleaved":
+            raise ValueError(
+                f"LatencyTable times units interleaved only, got a protocol with "
+                f"order={self.protocol.order!r}; pass TimingProtocol(order="
+                "'interleaved') (the default)."
+            )
         self._workdir = tempfile.mkdtemp(prefix="keras_admm_latency_")
         # Units and whole-model conversions live there; gone with the table.
         weakref.finalize(self, shutil.rmtree, self._workdir, True)

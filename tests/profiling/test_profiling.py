@@ -322,6 +322,30 @@ def test_blocks_apply_the_minimums_and_the_cap_to_each_turn():
         profiling.time_in_blocks({}, protocol)
 
 
+def test_blocks_order_pairs_block_medians_not_single_calls(monkeypatch):
+    from keras_admm.profiling import profiler
+
+    # Per call, b is 2x faster in every position; per block, its medians are
+    # 4/2 = 2x and 30/5 = 6x faster: the paired speedup is the median of the
+    # block ratios, (2 + 6) / 2 = 4, not the median of per-call ratios.
+    blocks = {
+        "a": [[4.0, 4.0, 4.0], [30.0, 30.0, 1.0]],
+        "b": [[2.0, 2.0, 2.0], [5.0, 5.0, 1.0]],
+    }
+    monkeypatch.setattr(profiler.timing, "time_in_blocks", lambda f, p: blocks)
+    protocol = profiling.TimingProtocol(order="blocks", blocks=2)
+    samples, paired = profiler._time({"a": None, "b": None}, protocol)
+    assert samples == {
+        "a": [4.0] * 3 + [30.0, 30.0, 1.0],
+        "b": [2.0] * 3 + [5.0, 5.0, 1.0],
+    }
+    assert paired == {"a": [4.0, 30.0], "b": [2.0, 5.0]}
+    stats = {"a": {"flops": 8}, "b": {"flops": 2}}
+    _, row = profiler._result_rows("e", "cpu", 1, samples, paired, stats, "a")
+    assert row["paired_speedup"] == pytest.approx(4.0)
+    assert row["speedup"] == pytest.approx(4.0 / 2.0)  # pooled medians: 4 / 2
+
+
 def test_interleaved_timing_refuses_a_blocks_protocol():
     protocol = profiling.TimingProtocol(order="blocks")
     with pytest.raises(ValueError, match="time_in_blocks"):
@@ -560,6 +584,33 @@ def test_blocks_order_times_fresh_spinning_sessions_one_at_a_time(
     assert default["engines"]["onnxruntime"]["allow_spinning"] == 0
     assert default["engines"]["onnxruntime"]["sessions"] == "all open at once"
     assert default["protocol"]["order"].startswith("interleaved")
+    assert report["protocol"]["blocks"] == 2 and default["protocol"]["blocks"] is None
+    # The sessions themselves are built with the setting the report names.
+    store = profiling.ModelStore(str(tmp_path / "store"))
+    key = "session.intra_op.allow_spinning"
+    for one_at_a_time, expected in ((True, "1"), (False, "0")):
+        engine = profiling.create_engine(
+            "onnxruntime", store, one_at_a_time=one_at_a_time
+        )
+        options = engine._session_options()
+        assert options.get_session_config_entry(key) == expected
+
+
+def test_engines_written_without_the_one_at_a_time_argument_still_work(model_files):
+    @profiling.register_engine
+    class OldStyleEngine(engines_lib.Engine):
+        name, package, install_hint = "old_style_test", "numpy", "pip install numpy"
+
+        def __init__(self, store, threads=None, jit=False):
+            super().__init__(store, threads=threads, jit=jit)
+
+    try:
+        store = profiling.ModelStore(model_files["root"])
+        engine = profiling.create_engine("old_style_test", store, one_at_a_time=True)
+        assert engine.one_at_a_time is True
+        assert profiling.create_engine("old_style_test", store).one_at_a_time is False
+    finally:
+        engines_lib._ENGINES.pop("old_style_test")
 
 
 def test_onnx_export_round_trip_matches_keras(model_files, tmp_path):
@@ -723,6 +774,21 @@ def test_cli_prints_a_table_and_fails_clearly_on_a_missing_file(model_files):
         timeout=120,
     )
     assert no_blocks.returncode != 0 and "--blocks" in no_blocks.stderr
+    stray = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--baseline",
+            model_files["dense_onnx"],
+            *common,
+            "--blocks",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stray.returncode != 0 and "--order blocks" in stray.stderr
     bad = subprocess.run(
         [sys.executable, script, "--baseline", "/no/such/model.onnx", *common],
         capture_output=True,

@@ -365,6 +365,18 @@ def test_onnx_units_have_the_layer_shapes_in_nchw():
     assert _onnx_unit(causal, 2, 4) is None
 
 
+def test_latency_table_refuses_the_blocks_timing_order(tmp_path):
+    from keras_admm.profiling import TimingProtocol
+
+    with pytest.raises(ValueError, match="order='blocks'.*interleaved"):
+        LatencyTable(
+            "onnxruntime",
+            batch_size=1,
+            cache_dir=str(tmp_path),
+            protocol=TimingProtocol(order="blocks"),
+        )
+
+
 @pytest.mark.tensorflow_only
 def test_latency_table_removes_its_work_folder_when_dropped():
     import gc

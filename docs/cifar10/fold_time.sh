@@ -6,6 +6,10 @@
 # wrong. OUT sets the output folder (default runs/cifar10/fold). Paths, OUT's
 # too, are relative to the repository root. THREADS=N times every engine on N
 # threads (default: all usable cores; TF gets N intra- and N inter-op threads).
+# ORDER=blocks times one model at a time instead of round-robin (tools/
+# profile_models.py --order blocks): at least 8 blocks, a multiple of the
+# number of models (each goes first equally often), a fresh session per model
+# and block, 20 untimed + 50 timed calls each, ONNX Runtime's spinning threads on.
 #   OUT=/tmp/t docs/cifar10/fold_time.sh dense:docs/cifar10/models/resnet20_dense.keras \
 #       depth_2x:docs/cifar10/models/resnet20_depth60_2x_minus5blocks.keras
 set -euo pipefail
@@ -22,6 +26,13 @@ if [ -n "${THREADS:-}" ]; then
   fi
   THREAD_FLAG=(--threads "$THREADS")
 fi
+TIMING=(--min_repeats 30 --min_time_s 3)
+case ${ORDER:-interleaved} in
+  interleaved) ;;
+  blocks) n=$#; blocks=$(( (8 + n - 1) / n * n ))
+          TIMING=(--order blocks --blocks "$blocks" --warmup 20 --min_repeats 50 --min_time_s 0) ;;
+  *) echo "fold_time.sh: ORDER='$ORDER' is not interleaved or blocks" >&2; exit 2 ;;
+esac
 mkdir -p "$F/convert"
 seen=,
 for pair in "$@"; do   # check every pair before converting any
@@ -48,5 +59,5 @@ for pair in "$@"; do
   names="${names:+$names,}$name"
 done
 $PY tools/profile_models.py --baseline "$baseline" --models "$models" --names "$names" \
-  --engines tf,onnxruntime --batch_sizes 1,32 --min_repeats 30 --min_time_s 3 \
+  --engines tf,onnxruntime --batch_sizes 1,32 "${TIMING[@]}" \
   "${THREAD_FLAG[@]}" --output_dir "$F"

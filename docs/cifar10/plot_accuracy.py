@@ -4,13 +4,14 @@ against the speedup over the dense model measured on ONNX Runtime and TF
 
 Reads only committed results: the run folders docs/cifar10/resnet20_*/ and
 docs/cifar10/budget30/*/ (report.json: accuracy, MACs of the compact model,
-epochs; blocks.json marks a depth-pruned run), and the profile.json of seven
+epochs; blocks.json marks a depth-pruned run), and the profile.json of eight
 pairs of interleaved timing runs of BatchNorm-folded models with nothing else
 running: docs/cifar10/depth_fold25/run{1,2} (session 25),
 docs/cifar10/fold_2x/run{3,4} (session 30), docs/cifar10/fold_2x/seed1_run{1,2},
 docs/cifar10/fold_3x/run{1,2} (session 31, a slower, noisier machine),
 docs/cifar10/fold_s1out/run{1,2} (session 32), run{3,4} and
-docs/cifar10/fold_2x/s1out_run{1,2} (session 33).
+docs/cifar10/fold_2x/s1out_run{1,2} (session 33), and
+docs/cifar10/fold_2x/s1out_seed1_run{1,2} (session 34).
 Latency is plotted as the speedup over the folded dense model of the same run,
 so that runs of different sessions share one axis. Writes
 accuracy_vs_macs.png and accuracy_vs_latency.png here.
@@ -106,6 +107,12 @@ TIMINGS = [
         ("fold_2x/s1out_run1", "fold_2x/s1out_run2"),
         {
             "s1out_2x": ["budget30/depth_2x_s1out_s3b0in32_lr005_ep60"],
+        },
+    ),
+    (
+        ("fold_2x/s1out_seed1_run1", "fold_2x/s1out_seed1_run2"),
+        {
+            "s1out_2x_seed1": ["budget30/depth_2x_s1out_s3b0in32_lr005_ep60_seed1"],
         },
     ),
 ]
